@@ -1,0 +1,1 @@
+"""HTTP load generator and report for the polyprobe service."""

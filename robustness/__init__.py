@@ -1,0 +1,1 @@
+"""Seeded multilingual perturbations and robustness statistics (pure Python, no web or ML imports)."""

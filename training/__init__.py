@@ -1,0 +1,1 @@
+"""STILTs training pipeline, base-model conversion and the offline demo model builder."""
