@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_NAME = "bundle.json"
 TOKENIZER_NAME = "tokenizer.json"
 # Only these are ever read from a bundle: no pickles, no code.
@@ -136,7 +136,9 @@ class BundleManifest(_Strict):
     def _known_inputs(cls, inputs: list[str]) -> list[str]:
         unknown = sorted(set(inputs) - KNOWN_INPUTS)
         if unknown:
-            raise ValueError(f"inputs {unknown} are not ones a text encoder takes {sorted(KNOWN_INPUTS)}")
+            raise ValueError(
+                f"inputs {unknown} are not ones a text encoder takes {sorted(KNOWN_INPUTS)}"
+            )
         if "input_ids" not in inputs:
             raise ValueError("inputs must include input_ids")
         return inputs
@@ -193,7 +195,8 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
         return BundleManifest.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise BundleError(bundle_dir, f"invalid {MANIFEST_NAME}: {problems}") from exc
 
@@ -223,7 +226,9 @@ def verify_files(bundle_dir: Path, manifest: BundleManifest) -> None:
             )
 
 
-def check_graph_inputs(bundle_dir: Path, manifest: BundleManifest, graph_inputs: Iterable[str]) -> None:
+def check_graph_inputs(
+    bundle_dir: Path, manifest: BundleManifest, graph_inputs: Iterable[str]
+) -> None:
     """The manifest's inputs must be exactly the inputs the ONNX graph declares."""
     declared = set(graph_inputs)
     listed = set(manifest.inputs)

@@ -1,0 +1,124 @@
+"""`polyprobe`: one command line for serving, building bundles and (later) training and probing."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+INSTALL_EXPORT_HINT = (
+    "building a bundle needs the export extra: pip install torch==2.13.0 && "
+    "pip install 'polyprobe[export]' (install the pinned torch first; a bare torch pulls CUDA)"
+)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.settings import Settings, unknown_environment_variables
+
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("model_repo", args.model_repo),
+            ("host", args.host),
+            ("port", args.port),
+        )
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"polyprobe serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+    from service.repository import discover
+
+    if not discover(settings.model_repo):
+        if not settings.build_demo_if_empty:
+            print(f"polyprobe serve: no models in {settings.model_repo}", file=sys.stderr)
+            return 2
+        demo_dir = settings.model_repo / "demo" / "1"
+        print(f"{settings.model_repo} holds no models: building the demo bundle into {demo_dir}")
+        status = _build_demo(demo_dir, seed=0)
+        if status:
+            return status
+
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _build_demo(out: Path, *, seed: int) -> int:
+    try:
+        from export.demo_bundle import build_demo_bundle
+
+        manifest = build_demo_bundle(out, seed=seed)
+    except ImportError as exc:
+        print(f"polyprobe: {INSTALL_EXPORT_HINT} (missing: {exc.name})", file=sys.stderr)
+        return 2
+    accuracy = ", ".join(
+        f"{lang} {result.accuracy:.2f}"
+        for evaluation in manifest.evaluation
+        for lang, result in evaluation.per_language.items()
+    )
+    print(f"wrote bundle {manifest.name}/{manifest.version} to {out}")
+    print(f"held-out accuracy per language: {accuracy}")
+    return 0
+
+
+def _demo_bundle(args: argparse.Namespace) -> int:
+    return _build_demo(args.out, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyprobe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve every model in a model repository over HTTP",
+        description="Serve MODEL_REPO/<name>/<version>/ bundles. Flags override POLYPROBE_* "
+        "environment variables; an empty repository gets the demo bundle built first.",
+    )
+    serve.add_argument("--model-repo", type=Path, help="model repository (default: ./models)")
+    serve.add_argument("--host", help="interface to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: 8000; 0 picks a free one)")
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo-bundle",
+        help="build the tiny offline demo model and write it as a bundle",
+        description="Train a small XLM-R pair classifier on the project's own multilingual "
+        "corpus, export it to ONNX and write a verified bundle to --out.",
+    )
+    demo.add_argument(
+        "--out", type=Path, required=True, help="bundle directory, e.g. models/demo/1"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed for data, init and training")
+    demo.set_defaults(handler=_demo_bundle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

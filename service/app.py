@@ -1,0 +1,169 @@
+"""The FastAPI application factory: wiring only; the logic lives in the modules it imports."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from polyprobe import __version__
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.backend import BackendFactory, OnnxRuntimeBackend
+from service.errors import ApiError
+from service.metrics import ServiceMetrics
+from service.repository import ModelState, load_repository
+from service.routes import router
+from service.settings import Settings
+from service.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+
+def _publish_model_metrics(state: ServiceState) -> None:
+    for entry in state.models.values():
+        state.metrics.model_ready.labels(entry.name).set(entry.state == ModelState.READY)
+        if entry.model is not None:
+            model = entry.model
+            state.metrics.model_info.labels(
+                model.name,
+                model.version,
+                model.manifest.task,
+                model.variant.precision,
+                model.backend.provider,
+                model.variant.sha256[:12],
+            ).set(1)
+
+
+class RequestMetricsMiddleware:
+    """Times every request by its route template (not the raw path, which would explode labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.request_duration.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - began
+            )
+
+
+_FRIENDLIER_PROBLEMS = {
+    "string_unicode": "contains a lone surrogate (invalid Unicode): remove it",
+    "model_attributes_type": 'must be a JSON object like {"inputs": [{"text": "..."}]} '
+    "sent with Content-Type: application/json",
+}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, list[dict[str, object]]]:
+    """400 for a body that is not JSON at all, 422 naming each field otherwise."""
+    errors = list(exc.errors())
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            where = err.get("ctx", {}).get("error", "")
+            return 400, f"request body is not valid JSON ({where}): send a JSON object", []
+    details: list[dict[str, object]] = [
+        {
+            "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+            "problem": _FRIENDLIER_PROBLEMS.get(err["type"], err["msg"]),
+        }
+        for err in errors
+    ]
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return 422, f"invalid request: {summary}", details
+
+
+def create_app(
+    settings: Settings, *, backend_factory: BackendFactory = OnnxRuntimeBackend
+) -> FastAPI:
+    """Build the service; models load at startup from `settings.model_repo`."""
+    metrics = ServiceMetrics()
+    state = ServiceState(settings=settings, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.models = await to_thread.run_sync(load_repository, settings, backend_factory)
+        state.loaded = True
+        _publish_model_metrics(state)
+        ready = [n for n, e in state.models.items() if e.state == ModelState.READY]
+        logger.info("serving %d model(s) from %s: %s", len(ready), settings.model_repo, ready)
+        yield
+
+    app = FastAPI(
+        title="polyprobe",
+        version=__version__,
+        summary="Multilingual predictions from ONNX Runtime, with live robustness probing",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    app.include_router(router)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.errors.labels(exc.error_type).inc()
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, details = _validation_message(exc)
+        error_type = "malformed_body" if status == 400 else "invalid_input"
+        metrics.errors.labels(error_type).inc()
+        body: dict[str, object] = {"type": error_type, "message": message}
+        if details:
+            body["details"] = details
+        return JSONResponse({"error": body}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        metrics.errors.labels(error_type).inc()
+        message = (
+            f"no route {request.method} {request.url.path}: see /docs for the API"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return JSONResponse(
+            {"error": {"type": error_type, "message": message}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        metrics.errors.labels("internal").inc()
+        return JSONResponse(
+            {
+                "error": {
+                    "type": "internal",
+                    "message": "internal error; the server log has details",
+                }
+            },
+            status_code=500,
+        )
+
+    return app

@@ -1,0 +1,108 @@
+"""The inference backend seam: ONNX Runtime in production, anything with `run` in tests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+from export.bundle import BundleManifest, ModelVariant, Precision
+
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class InferenceBackend(Protocol):
+    """Runs one padded batch; returns logits of shape (batch, labels)."""
+
+    @property
+    def input_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+BackendFactory = Callable[[Path, Settings], InferenceBackend]
+
+
+class BackendLoadError(RuntimeError):
+    """The model file could not be turned into a runnable session."""
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """Execution providers in priority order for the requested device."""
+    if device == "cuda":
+        if CUDA not in available:
+            raise BackendLoadError(
+                f"POLYPROBE_DEVICE=cuda but ONNX Runtime offers only {available}: install "
+                "polyprobe[gpu] (onnxruntime-gpu) on a machine with a CUDA GPU, or use device=auto"
+            )
+        return [CUDA, CPU]
+    if device == "auto" and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def choose_variant(
+    manifest: BundleManifest, *, on_cuda: bool, forced: Precision | None
+) -> ModelVariant:
+    """fp16 on CUDA, int8 on CPU when its parity check passed, else fp32; or the forced one."""
+    if forced is not None:
+        variant = manifest.variant(forced)
+        if variant is None:
+            have = [m.precision for m in manifest.models]
+            raise BackendLoadError(f"POLYPROBE_PRECISION={forced} but the bundle has only {have}")
+        return variant
+    preferred: tuple[Precision, ...] = ("fp16", "fp32") if on_cuda else ("int8", "fp32")
+    for precision in preferred:
+        variant = manifest.variant(precision)
+        if variant is not None and (variant.parity is None or variant.parity.passed):
+            return variant
+    return manifest.models[0]
+
+
+class OnnxRuntimeBackend:
+    """One reusable ONNX Runtime session with all graph optimisations on."""
+
+    def __init__(self, model_path: Path, settings: Settings) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if settings.intra_op_threads:
+            options.intra_op_num_threads = settings.intra_op_threads
+        providers = choose_providers(settings.device, ort.get_available_providers())
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise BackendLoadError(f"ONNX Runtime cannot load {model_path.name}: {exc}") from exc
+        self._input_names = tuple(i.name for i in self._session.get_inputs())
+        self._output_name = self._session.get_outputs()[0].name
+        self._provider: str = self._session.get_providers()[0]
+        logger.info("loaded %s on %s", model_path, self._provider)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._input_names
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (logits,) = self._session.run([self._output_name], feeds)
+        return np.asarray(logits, dtype=np.float32)
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether sessions for this device setting will run on CUDA (raises if cuda is impossible)."""
+    return CUDA in choose_providers(device, ort.get_available_providers())

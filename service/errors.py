@@ -1,0 +1,41 @@
+"""Errors the API returns on purpose, each with its HTTP status and a message that says what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status_code = 500
+    error_type = "internal"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.error_type, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class InvalidInput(ApiError):
+    status_code = 422
+    error_type = "invalid_input"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class ModelNotFound(ApiError):
+    status_code = 404
+    error_type = "model_not_found"
+
+
+class ModelUnavailable(ApiError):
+    status_code = 503
+    error_type = "model_unavailable"

@@ -1,0 +1,71 @@
+"""Prometheus metrics of one service instance, on its own registry (tests run several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Request latency spans sub-millisecond health checks to multi-second CPU batches.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+INPUT_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.request_duration = Histogram(
+            "polyprobe_request_duration_seconds",
+            "HTTP request latency, from first byte received to response sent",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokenize_duration = Histogram(
+            "polyprobe_tokenize_duration_seconds",
+            "Time to tokenize one batch of inputs",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "polyprobe_inference_duration_seconds",
+            "Time ONNX Runtime spends on one batch",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inputs_per_request = Histogram(
+            "polyprobe_inputs_per_request",
+            "Texts or text pairs in one prediction request",
+            ["model"],
+            buckets=INPUT_COUNT_BUCKETS,
+            registry=self.registry,
+        )
+        self.truncated_inputs = Counter(
+            "polyprobe_truncated_inputs",
+            "Inputs cut to the model's max sequence length",
+            ["model"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "polyprobe_errors",
+            "Requests answered with an error, by error type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "polyprobe_model_info",
+            "Models this instance serves (value 1); labels describe the loaded variant",
+            ["model", "version", "task", "precision", "provider", "sha256"],
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "polyprobe_model_ready",
+            "1 when the model loaded and serves, 0 when it was refused",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

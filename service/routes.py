@@ -1,0 +1,122 @@
+"""HTTP routes of the native v1 API and the operational endpoints. Glue only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.errors import ModelNotFound, ModelUnavailable
+from service.inference import predict_pairs, validate_inputs
+from service.repository import LoadedModel, ModelEntry, ModelState
+from service.schemas import ModelDetail, ModelList, ModelSummary, PredictRequest, PredictResponse
+from service.state import ServiceState
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "model": None}
+    for status, text in (
+        (404, "Unknown model"),
+        (413, "Too many inputs, text too long, or over the max sequence length in reject mode"),
+        (422, "Invalid input; the message says which input and what to change"),
+        (503, "The model is known but failed to load"),
+    )
+}
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def _entry(request: Request, name: str) -> ModelEntry:
+    models = _state(request).models
+    entry = models.get(name)
+    if entry is None:
+        known = ", ".join(sorted(models)) or "none"
+        raise ModelNotFound(f"no model named {name!r}; this server has: {known}")
+    return entry
+
+
+def _ready_model(request: Request, name: str) -> LoadedModel:
+    entry = _entry(request, name)
+    if entry.model is None:
+        raise ModelUnavailable(f"model {name!r} is not serving: {entry.error}")
+    return entry.model
+
+
+def _summary(entry: ModelEntry) -> dict[str, Any]:
+    model = entry.model
+    return {
+        "name": entry.name,
+        "state": entry.state.value,
+        "versions": entry.versions,
+        "served_version": model.version if model else None,
+        "task": model.manifest.task if model else None,
+        "labels": model.manifest.labels if model else None,
+        "precision": model.variant.precision if model else None,
+        "provider": model.backend.provider if model else None,
+        "error": entry.error,
+    }
+
+
+@router.post(
+    "/v1/models/{model}/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    summary="Classify texts or text pairs",
+)
+async def predict(model: str, body: PredictRequest, request: Request) -> PredictResponse:
+    state = _state(request)
+    loaded = _ready_model(request, model)
+    pairs = validate_inputs(body.inputs, loaded, state.settings)
+    state.metrics.inputs_per_request.labels(loaded.name).observe(len(pairs))
+    predictions = await to_thread.run_sync(
+        predict_pairs, loaded, pairs, state.settings, state.metrics
+    )
+    return PredictResponse(model=loaded.name, version=loaded.version, predictions=predictions)
+
+
+@router.get("/v1/models", response_model=ModelList, summary="Models in the repository")
+async def list_models(request: Request) -> ModelList:
+    entries = _state(request).models.values()
+    return ModelList(models=[ModelSummary(**_summary(e)) for e in entries])
+
+
+@router.get(
+    "/v1/models/{model}",
+    response_model=ModelDetail,
+    responses={404: _ERRORS[404]},
+    summary="One model, with the bundle manifest of the served version",
+)
+async def get_model(model: str, request: Request) -> ModelDetail:
+    entry = _entry(request, model)
+    manifest = entry.model.manifest.model_dump(mode="json") if entry.model else None
+    return ModelDetail(**_summary(entry), manifest=manifest)
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded (all of them, in strict mode)")
+async def readyz(request: Request) -> JSONResponse:
+    state = _state(request)
+    models = {name: entry.state.value for name, entry in state.models.items()}
+    ready = [name for name, s in models.items() if s == ModelState.READY]
+    if state.settings.strict_readiness:
+        is_ready = state.loaded and bool(models) and len(ready) == len(models)
+    else:
+        is_ready = state.loaded and bool(ready)
+    body = {"status": "ready" if is_ready else "not_ready", "models": models}
+    return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus text exposition", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

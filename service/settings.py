@@ -1,0 +1,52 @@
+"""The service's configuration: the only place polyprobe reads the environment (prefix POLYPROBE_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from export.bundle import Precision
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POLYPROBE_", extra="forbid", frozen=True)
+
+    model_repo: Path = Field(
+        default=Path("models"), description="directory laid out as <name>/<version>/bundle.json"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU"
+    )
+    precision: Precision | None = Field(
+        default=None,
+        description="force a model variant; default: fp16 on CUDA, int8 on CPU if it passed parity, else fp32",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime intra-op threads; 0 lets it match the cores"
+    )
+    max_inputs_per_request: int = Field(default=64, ge=1)
+    max_text_chars: int = Field(default=10_000, ge=1, description="per text, in code points")
+    on_overlength: Literal["truncate", "reject"] = Field(
+        default="truncate",
+        description="inputs longer than the model's max sequence length: truncate and flag, or 413",
+    )
+    inference_batch_size: int = Field(default=32, ge=1, description="inputs per ONNX Runtime call")
+    strict_readiness: bool = Field(
+        default=True, description="/readyz is 200 only when every model in the repository loaded"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    build_demo_if_empty: bool = Field(
+        default=True,
+        description="`polyprobe serve` builds the demo bundle into an empty repository",
+    )
+
+
+def unknown_environment_variables() -> list[str]:
+    """POLYPROBE_* variables that match no setting: usually a typo the user wants to hear about."""
+    known = {f"POLYPROBE_{name.upper()}" for name in Settings.model_fields}
+    return sorted(key for key in os.environ if key.startswith("POLYPROBE_") and key not in known)
