@@ -5,55 +5,81 @@ from __future__ import annotations
 import tempfile
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.build import build_bundle
 from export.bundle import BundleManifest, Evaluation, LanguageResult, Provenance
+from export.features import TextPair
+
+if TYPE_CHECKING:
+    from training.demo.builder import DemoCheckpoint
 
 DEMO_NAME = "demo"
 DEMO_VERSION = "1"
+
+# Parity inputs in every demo language, one pair per language plus one far over the max length,
+# so the check also covers truncation. Written for this project.
+PARITY_SAMPLE: tuple[TextPair, ...] = (
+    ("The cat sleeps in the garden.", "The cat is asleep in the garden."),
+    ("Der Hund spielt im Park.", "Der Hund schläft im Park."),
+    ("El niño lee un libro.", "El niño lee un libro en casa."),
+    ("Le chat mange du poisson.", "Le chien mange du poisson."),
+    ("猫は庭で寝ています。", "猫が庭で眠っています。"),
+    ("고양이가 정원에서 자요.", "개가 정원에서 자요."),
+    ("猫在花园里睡觉。", "猫在花园里睡觉。"),
+    ("القطة تنام في الحديقة.", "الكلب ينام في الحديقة."),
+    ("बिल्ली बगीचे में सो रही है।", "बिल्ली बगीचे में सो रही है।"),
+    ("แมวนอนอยู่ในสวน", "สุนัขนอนอยู่ในสวน"),
+    ("Кошка спит в саду.", "Собака спит в саду."),
+    ("The cat sleeps in the garden. " * 40, "Кошка спит в саду. " * 40),
+)
 
 
 def build_demo_bundle(
     bundle_dir: Path, *, seed: int = 0, progress: bool = True, version: str = DEMO_VERSION
 ) -> BundleManifest:
     """Train the tiny demo classifier offline and write it as a verified bundle to `bundle_dir`."""
-    from training.demo.builder import DemoConfig, build_demo_checkpoint, parity_pairs
+    from training.demo.builder import DemoConfig, build_demo_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="polyprobe-demo-") as tmp:
         checkpoint = build_demo_checkpoint(Path(tmp), DemoConfig(seed=seed), progress=progress)
-        provenance = Provenance(
-            base_model="none: randomly initialised tiny XLM-R (training.demo)",
-            recipe="training.demo.builder.DemoConfig defaults",
-            target_task="demo-paraphrase (generated from the project's own multilingual corpus)",
-            seeds=[seed],
-            data_ids={
-                "corpus_sha256": checkpoint.corpus_sha256,
-                "split": checkpoint.data_description,
-            },
-            exporter="set by build_bundle",
-            library_versions={
-                lib: package_version(lib)
-                for lib in ("torch", "transformers", "tokenizers", "onnxruntime")
-            },
-        )
-        evaluation = Evaluation(
-            task="demo-paraphrase",
-            split="held-out meaning keys",
-            ids=checkpoint.data_description,
-            zero_shot=False,
-            per_language={
-                lang: LanguageResult(n=int(result["n"]), accuracy=float(result["accuracy"]))
-                for lang, result in checkpoint.per_language_heldout_accuracy.items()
-            },
-            notes="A toy model that shows the serving path works; not a real paraphrase model.",
-        )
-        return build_bundle(
-            checkpoint.path,
-            bundle_dir,
-            name=DEMO_NAME,
-            version=version,
-            task="pair-classification",
-            provenance=provenance,
-            parity_sample=parity_pairs(seed),
-            evaluation=[evaluation],
-        )
+        return demo_bundle_from_checkpoint(checkpoint, bundle_dir, version=version)
+
+
+def demo_bundle_from_checkpoint(
+    checkpoint: DemoCheckpoint, bundle_dir: Path, *, version: str = DEMO_VERSION
+) -> BundleManifest:
+    """Export an already trained demo checkpoint through the same path as real checkpoints."""
+    provenance = Provenance(
+        base_model="none: randomly initialised tiny XLM-R (training.demo)",
+        recipe="training.demo.builder.DemoConfig defaults",
+        target_task="demo-paraphrase (generated from the project's own multilingual corpus)",
+        seeds=[checkpoint.seed],
+        data_ids={"corpus_sha256": checkpoint.corpus_sha256, "split": checkpoint.data_description},
+        exporter="set by build_bundle",
+        library_versions={
+            lib: package_version(lib)
+            for lib in ("torch", "transformers", "tokenizers", "onnxruntime", "polyprobe")
+        },
+    )
+    evaluation = Evaluation(
+        task="demo-paraphrase",
+        split="held-out meaning keys of the demo corpus",
+        ids=checkpoint.data_description,
+        zero_shot=False,
+        per_language={
+            lang: LanguageResult(n=int(result["n"]), accuracy=float(result["accuracy"]))
+            for lang, result in checkpoint.per_language_heldout_accuracy.items()
+        },
+        notes="A toy model that proves the serving path end to end; not a real paraphrase model.",
+    )
+    return build_bundle(
+        checkpoint.path,
+        bundle_dir,
+        name=DEMO_NAME,
+        version=version,
+        task="pair-classification",
+        provenance=provenance,
+        parity_sample=PARITY_SAMPLE,
+        evaluation=[evaluation],
+    )

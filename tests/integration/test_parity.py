@@ -1,0 +1,56 @@
+"""The served ONNX graph computes what the PyTorch checkpoint computes.
+
+Tolerance: 1e-4 absolute on logits (fp32 both sides; only kernel summation order differs), and
+identical argmax, on inputs in all demo languages including a truncated one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.demo_bundle import PARITY_SAMPLE
+from export.features import BundleTokenizer
+from service.backend import OnnxRuntimeBackend
+from service.repository import ModelLocation, load_model
+from service.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+LOGIT_TOLERANCE = 1e-4
+
+
+def test_onnx_runtime_matches_pytorch(demo_checkpoint, demo_bundle: Path) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForSequenceClassification
+
+    served = load_model(
+        ModelLocation("demo", "1", demo_bundle), Settings(model_repo=demo_bundle), OnnxRuntimeBackend
+    )
+    pairs = [*PARITY_SAMPLE, ("Hallo Welt", None), ("こんにちは", "안녕하세요")]
+    encoded = served.tokenizer.encode(pairs)
+    assert any(encoded.truncated), "the sample must exercise truncation"
+    onnx_logits = served.backend.run(encoded.feeds)
+
+    model = AutoModelForSequenceClassification.from_pretrained(demo_checkpoint.path).eval()
+    with torch.inference_mode():
+        feeds = {name: torch.from_numpy(array) for name, array in encoded.feeds.items()}
+        torch_logits = model(**feeds).logits.numpy()
+
+    assert onnx_logits.shape == (len(pairs), 2)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=LOGIT_TOLERANCE, rtol=0)
+    assert (onnx_logits.argmax(-1) == torch_logits.argmax(-1)).all()
+
+
+def test_served_tokenizer_matches_the_checkpoint_tokenizer(demo_checkpoint, demo_bundle: Path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(demo_checkpoint.path)
+    served = BundleTokenizer.from_file(
+        demo_bundle / "tokenizer.json", max_length=128, input_names=["input_ids", "attention_mask"]
+    )
+    for text, text_pair in PARITY_SAMPLE[:-1]:
+        expected = reference(text, text_pair)["input_ids"]
+        assert served.encode([(text, text_pair)]).feeds["input_ids"][0].tolist() == expected
