@@ -106,6 +106,46 @@ def _base_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from loadtest.payloads import InputsMix, PayloadFactory, read_pairs
+    from loadtest.runner import LoadShape, require_loopback
+    from loadtest.session import measure, write_report
+
+    try:
+        require_loopback(args.url, args.allow_remote)
+        mix = InputsMix.parse(args.mix)
+        pairs = read_pairs(args.data)
+        if args.concurrency:
+            shapes = [
+                LoadShape("closed", args.duration, concurrency=c, max_requests=args.requests)
+                for c in args.concurrency
+            ]
+        else:
+            shapes = [
+                LoadShape("open", args.duration, rate=r, max_requests=args.requests)
+                for r in args.rate
+            ]
+    except (ValueError, OSError) as exc:
+        print(f"polyprobe loadtest: {exc}", file=sys.stderr)
+        return 2
+    summaries = []
+    for shape in shapes:
+        payloads = PayloadFactory(pairs, mix, seed=args.seed)
+        summary = measure(args.url.rstrip("/"), args.model, shape, payloads, seed=args.seed)
+        lat = summary.latency_ms
+        print(
+            f"{summary.offered}: {summary.throughput_rps:.1f} req/s, "
+            f"p50 {lat['p50'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms, statuses {summary.statuses}"
+        )
+        summaries.append(summary)
+    title = (
+        f"polyprobe loadtest: {args.model} at {args.url}, inputs mix {args.mix}, seed {args.seed}"
+    )
+    for path in write_report(summaries, args.out, title):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyprobe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -142,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("model", choices=["e5-small"], help="which base model")
     base.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     base.set_defaults(handler=_base_model)
+
+    load = commands.add_parser(
+        "loadtest",
+        help="measure a running server: latency percentiles and throughput under load",
+        description="Open-loop (Poisson arrivals at --rate) or closed-loop (--concurrency clients) "
+        "load with real sentence pairs from JSONL files. Several --rate or --concurrency values "
+        "make a sweep and a latency-vs-load plot. Loopback targets only, unless --allow-remote.",
+    )
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    load.add_argument("--model", default="demo", help="model name to call")
+    load.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="JSONL files of sentence pairs"
+    )
+    shape = load.add_mutually_exclusive_group(required=True)
+    shape.add_argument("--rate", type=float, nargs="+", help="open loop: requests per second")
+    shape.add_argument("--concurrency", type=int, nargs="+", help="closed loop: clients")
+    load.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    load.add_argument("--requests", type=int, help="stop each run after this many requests")
+    load.add_argument("--mix", default="1", help="inputs per request, e.g. 1:0.7,4:0.2,16:0.1")
+    load.add_argument("--seed", type=int, default=0, help="seed for payloads and arrivals")
+    load.add_argument("--out", type=Path, default=Path("loadtest-report"), help="report folder")
+    load.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
+    load.set_defaults(handler=_loadtest)
     return parser
 
 
