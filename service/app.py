@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.backend import BackendFactory, OnnxRuntimeBackend
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.probe_routes import probe_router
 from service.repository import ModelState, load_repository
 from service.routes import router
 from service.settings import Settings
@@ -120,6 +121,7 @@ def create_app(
     )
     app.state.service = state
     app.include_router(router)
+    app.include_router(probe_router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(ApiError)

@@ -66,6 +66,34 @@ class ServiceMetrics:
             ["model"],
             registry=self.registry,
         )
+        # Robustness of the latest probe of each model: invariance families only (a directional
+        # family is expected to change predictions, so its change rate is no robustness score).
+        self.probe_flip_rate = Gauge(
+            "polyprobe_probe_flip_rate",
+            "Flip rate of the latest probe measuring it, per model, family, severity and language",
+            ["model", "family", "severity", "lang"],
+            registry=self.registry,
+        )
+        self.probe_accuracy_delta = Gauge(
+            "polyprobe_probe_accuracy_delta",
+            "Perturbed minus clean accuracy of the latest probe measuring it with gold labels",
+            ["model", "family", "severity", "lang"],
+            registry=self.registry,
+        )
+        self.probe_evaluations = Counter(
+            "polyprobe_probe_evaluations",
+            "Perturbed inputs a probe sent to the model (no-ops and skipped ones excluded)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.probe_duration = Histogram(
+            "polyprobe_probe_duration_seconds",
+            "Time to run one probe or comparison, perturbation to statistics",
+            ["endpoint"],
+            # From a fraction of a second (a few inputs) to minutes (thousands of samples, CPU).
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

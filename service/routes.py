@@ -42,7 +42,7 @@ def _entry(request: Request, name: str) -> ModelEntry:
     return entry
 
 
-def _ready_model(request: Request, name: str) -> LoadedModel:
+def ready_model(request: Request, name: str) -> LoadedModel:
     entry = _entry(request, name)
     if entry.model is None:
         raise ModelUnavailable(f"model {name!r} is not serving: {entry.error}")
@@ -72,7 +72,7 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
 )
 async def predict(model: str, body: PredictRequest, request: Request) -> PredictResponse:
     state = _state(request)
-    loaded = _ready_model(request, model)
+    loaded = ready_model(request, model)
     pairs = validate_inputs(body.inputs, loaded, state.settings)
     state.metrics.inputs_per_request.labels(loaded.name).observe(len(pairs))
     predictions = await to_thread.run_sync(

@@ -44,6 +44,39 @@ class Settings(BaseSettings):
         default=True,
         description="`polyprobe serve` builds the demo bundle into an empty repository",
     )
+    max_probe_evaluations: int = Field(
+        default=5000,
+        ge=1,
+        description="per probe request: inputs x total samples (x 2 for compare); larger -> 413",
+    )
+    max_probe_inputs: int = Field(default=2000, ge=1, description="inputs in one probe request")
+    max_probe_job_evaluations: int = Field(
+        default=200_000, ge=1, description="per probe job (POST /v1/probe/jobs), as above"
+    )
+    max_probe_jobs: int = Field(
+        default=100,
+        ge=1,
+        description="probe jobs kept in memory; the oldest finished one makes room for a new one",
+    )
+    probe_batch_size: int = Field(
+        default=256,
+        ge=1,
+        description="inputs per model call of a probe; prediction traffic gets a turn in between",
+    )
+    probe_worker_threads: int = Field(
+        default=1,
+        ge=1,
+        description="probe model calls running at once, over all probes (predictions unaffected)",
+    )
+    probe_bootstrap_resamples: int = Field(
+        default=2000, ge=100, le=100_000, description="bootstrap resamples per interval"
+    )
+    probe_detect_languages: str = Field(
+        default="ar,bg,de,el,en,es,fr,hi,ja,ko,ru,sw,th,tr,ur,vi,zh",
+        pattern=r"^[a-z]{2}(,[a-z]{2})*$",
+        description="comma-separated ISO 639-1 codes that language detection chooses among "
+        "(PAWS-X's and XNLI's by default); fewer candidates, fewer confusions",
+    )
 
 
 def unknown_environment_variables() -> list[str]:

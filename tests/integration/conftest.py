@@ -7,7 +7,9 @@ import pytest
 
 from export.bundle import BundleManifest
 
-pytest.importorskip("torch", reason="integration tests build real models: install polyprobe[export]")
+pytest.importorskip(
+    "torch", reason="integration tests build real models: install polyprobe[export]"
+)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,16 @@ def serve(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLYPROBE_")}
     environment.update(env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "polyprobe", "serve", "--model-repo", str(model_repo), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "polyprobe",
+            "serve",
+            "--model-repo",
+            str(model_repo),
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

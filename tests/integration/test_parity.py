@@ -27,7 +27,9 @@ def test_onnx_runtime_matches_pytorch(demo_checkpoint, demo_bundle: Path) -> Non
     from transformers import AutoModelForSequenceClassification
 
     served = load_model(
-        ModelLocation("demo", "1", demo_bundle), Settings(model_repo=demo_bundle), OnnxRuntimeBackend
+        ModelLocation("demo", "1", demo_bundle),
+        Settings(model_repo=demo_bundle),
+        OnnxRuntimeBackend,
     )
     pairs = [*PARITY_SAMPLE, ("Hallo Welt", None), ("こんにちは", "안녕하세요")]
     encoded = served.tokenizer.encode(pairs)
@@ -44,7 +46,9 @@ def test_onnx_runtime_matches_pytorch(demo_checkpoint, demo_bundle: Path) -> Non
     assert (onnx_logits.argmax(-1) == torch_logits.argmax(-1)).all()
 
 
-def test_served_tokenizer_matches_the_checkpoint_tokenizer(demo_checkpoint, demo_bundle: Path) -> None:  # type: ignore[no-untyped-def]
+def test_served_tokenizer_matches_the_checkpoint_tokenizer(
+    demo_checkpoint, demo_bundle: Path
+) -> None:  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
     reference = AutoTokenizer.from_pretrained(demo_checkpoint.path)

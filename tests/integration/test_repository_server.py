@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from export.bundle import BundleError
@@ -32,7 +31,9 @@ def edit_manifest(bundle: Path, **changes: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo_server(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[RunningServer]:
+def repo_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path
+) -> Iterator[RunningServer]:
     repo = tmp_path_factory.mktemp("repo")
     copy_bundle(demo_bundle, repo, "pawsx", "1")
     copy_bundle(demo_bundle, repo, "pawsx", "2")
@@ -67,7 +68,9 @@ def test_broken_model_is_refused_and_the_others_serve(repo_server: RunningServer
         )
         assert response.status_code == 503
         assert "sha256 mismatch" in response.json()["error"]["message"]
-        ok = client.post("/v1/models/other/predict", json={"inputs": [{"text": "a", "text_pair": "b"}]})
+        ok = client.post(
+            "/v1/models/other/predict", json={"inputs": [{"text": "a", "text_pair": "b"}]}
+        )
         assert ok.status_code == 200
     assert "refusing model broken version 1: bundle" in repo_server.log_text()
 
@@ -77,10 +80,18 @@ def test_reject_mode_refuses_overlength_with_413(repo_server: RunningServer) -> 
     with repo_server.client() as client:
         response = client.post(
             "/v1/models/other/predict",
-            json={"inputs": [{"text": "kurz", "text_pair": "short"}, {"text": long_text, "text_pair": "x"}]},
+            json={
+                "inputs": [
+                    {"text": "kurz", "text_pair": "short"},
+                    {"text": long_text, "text_pair": "x"},
+                ]
+            },
         )
     assert response.status_code == 413
-    assert "inputs [1] exceed model other's max sequence length of 128 tokens" in response.json()["error"]["message"]
+    assert (
+        "inputs [1] exceed model other's max sequence length of 128 tokens"
+        in response.json()["error"]["message"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,19 +104,28 @@ def test_reject_mode_refuses_overlength_with_413(repo_server: RunningServer) -> 
             lambda b: edit_manifest(b, inputs=["input_ids", "attention_mask", "token_type_ids"]),
             "lists inputs ['token_type_ids'] that the ONNX graph does not declare",
         ),
-        (lambda b: edit_manifest(b, version="7"), "bundle.json says demo/7 but the bundle sits in demo/1"),
+        (
+            lambda b: edit_manifest(b, version="7"),
+            "bundle.json says demo/7 but the bundle sits in demo/1",
+        ),
     ],
 )
-def test_each_refusal_says_what_is_wrong(demo_bundle: Path, tmp_path: Path, damage, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_refusal_says_what_is_wrong(
+    demo_bundle: Path, tmp_path: Path, damage, message: str
+) -> None:  # type: ignore[no-untyped-def]
     bundle = copy_bundle(demo_bundle, tmp_path, "demo", "1")
     damage(bundle)
     with pytest.raises(BundleError) as caught:
-        load_model(ModelLocation("demo", "1", bundle), Settings(model_repo=tmp_path), OnnxRuntimeBackend)
+        load_model(
+            ModelLocation("demo", "1", bundle), Settings(model_repo=tmp_path), OnnxRuntimeBackend
+        )
     assert message in str(caught.value)
     assert str(bundle) in str(caught.value)
 
 
 def test_intact_copy_loads(demo_bundle: Path, tmp_path: Path) -> None:
     bundle = copy_bundle(demo_bundle, tmp_path, "demo", "1")
-    model = load_model(ModelLocation("demo", "1", bundle), Settings(model_repo=tmp_path), OnnxRuntimeBackend)
+    model = load_model(
+        ModelLocation("demo", "1", bundle), Settings(model_repo=tmp_path), OnnxRuntimeBackend
+    )
     assert set(model.backend.input_names) == set(model.manifest.inputs)

@@ -61,9 +61,13 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     assert ready.json() == {"status": "ready", "models": {"demo": "ready"}}
 
 
-def test_model_listing_and_manifest(client: httpx.Client, server: RunningServer, tmp_path: Path) -> None:
+def test_model_listing_and_manifest(
+    client: httpx.Client, server: RunningServer, tmp_path: Path
+) -> None:
     listing = client.get("/v1/models").json()["models"]
-    assert [(m["name"], m["state"], m["served_version"]) for m in listing] == [("demo", "ready", "1")]
+    assert [(m["name"], m["state"], m["served_version"]) for m in listing] == [
+        ("demo", "ready", "1")
+    ]
     assert listing[0]["provider"] == "CPUExecutionProvider"
     detail = client.get("/v1/models/demo").json()
     assert detail["labels"] == ["not_paraphrase", "paraphrase"]
@@ -125,12 +129,24 @@ def error_of(response: httpx.Response, status: int) -> str:
         ('{"inputs": [', 400, "not valid JSON"),
         ("[1, 2]", 422, "must be a JSON object"),
         ('{"inputs": "Hallo"}', 422, "inputs: Input should be a valid list"),
-        ('{"inputs": [{"text": 5, "text_pair": "x"}]}', 422, "inputs.0.text: Input should be a valid string"),
+        (
+            '{"inputs": [{"text": 5, "text_pair": "x"}]}',
+            422,
+            "inputs.0.text: Input should be a valid string",
+        ),
         ('{"inputs": [{"txt": "a"}]}', 422, "inputs.0.text: Field required"),
-        ('{"inputs": [{"text": "", "text_pair": "x"}]}', 422, "inputs.0.text: String should have at least 1 character"),
+        (
+            '{"inputs": [{"text": "", "text_pair": "x"}]}',
+            422,
+            "inputs.0.text: String should have at least 1 character",
+        ),
         ('{"inputs": []}', 422, "inputs is empty"),
         ('{"inputs": [{"text": "a"}]}', 422, "inputs[0] has no text_pair"),
-        ('{"inputs": [{"text": "a\\u0007b", "text_pair": "x"}]}', 422, "control character U+0007 at character 1"),
+        (
+            '{"inputs": [{"text": "a\\u0007b", "text_pair": "x"}]}',
+            422,
+            "control character U+0007 at character 1",
+        ),
         ('{"inputs": [{"text": "ok", "text_pair": "a\\ud800"}]}', 422, "lone surrogate"),
     ],
 )
@@ -161,12 +177,19 @@ def test_unknown_model_is_404_and_names_the_known_ones(client: httpx.Client) -> 
 
 def test_metrics_count_every_request(client: httpx.Client) -> None:
     predict_labels = {"route": "/v1/models/{model}/predict", "method": "POST", "status": "200"}
-    before_requests = metric_value(client, "polyprobe_request_duration_seconds_count", **predict_labels)
-    before_inference = metric_value(client, "polyprobe_inference_duration_seconds_count", model="demo")
+    before_requests = metric_value(
+        client, "polyprobe_request_duration_seconds_count", **predict_labels
+    )
+    before_inference = metric_value(
+        client, "polyprobe_inference_duration_seconds_count", model="demo"
+    )
     before_inputs = metric_value(client, "polyprobe_inputs_per_request_sum", model="demo")
     before_invalid = metric_value(client, "polyprobe_errors_total", type="invalid_input")
     before_404 = metric_value(
-        client, "polyprobe_request_duration_seconds_count", route="/v1/models/{model}/predict", status="404"
+        client,
+        "polyprobe_request_duration_seconds_count",
+        route="/v1/models/{model}/predict",
+        status="404",
     )
 
     sizes = [1, 3, 5]
@@ -182,15 +205,23 @@ def test_metrics_count_every_request(client: httpx.Client) -> None:
     assert inference - before_inference == len(sizes)
     inputs = metric_value(client, "polyprobe_inputs_per_request_sum", model="demo")
     assert inputs - before_inputs == sum(sizes)
-    assert metric_value(client, "polyprobe_errors_total", type="invalid_input") - before_invalid == 1
+    assert (
+        metric_value(client, "polyprobe_errors_total", type="invalid_input") - before_invalid == 1
+    )
     not_found = metric_value(
-        client, "polyprobe_request_duration_seconds_count", route="/v1/models/{model}/predict", status="404"
+        client,
+        "polyprobe_request_duration_seconds_count",
+        route="/v1/models/{model}/predict",
+        status="404",
     )
     assert not_found - before_404 == 1
 
 
 def test_model_info_metric_describes_the_served_variant(client: httpx.Client) -> None:
-    assert metric_value(client, "polyprobe_model_info", model="demo", version="1", precision="fp32") == 1
+    assert (
+        metric_value(client, "polyprobe_model_info", model="demo", version="1", precision="fp32")
+        == 1
+    )
     assert metric_value(client, "polyprobe_model_ready", model="demo") == 1
 
 
