@@ -39,3 +39,8 @@ class ModelNotFound(ApiError):
 class ModelUnavailable(ApiError):
     status_code = 503
     error_type = "model_unavailable"
+
+
+def openapi_error_responses(*documented: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries that document a route's error statuses in the OpenAPI schema."""
+    return {status: {"description": text, "model": None} for status, text in documented}

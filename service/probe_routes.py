@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from service.errors import openapi_error_responses
 from service.probe import run
 from service.probe.jobs import Job, JobStore
 from service.probe.language import InputLanguageDetector
@@ -52,16 +52,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 probe_router = APIRouter(lifespan=_lifespan, tags=["robustness"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "model": None}
-    for status, text in (
-        (404, "Unknown model or job"),
-        (413, "Over the probe's input count or evaluation budget (POLYPROBE_MAX_PROBE_*)"),
-        (422, "Invalid input, label, or perturbation spec; the message says what to change"),
-        (429, "Too many probe jobs unfinished (POLYPROBE_MAX_PROBE_JOBS)"),
-        (503, "The model is known but failed to load"),
-    )
-}
+_ERRORS = openapi_error_responses(
+    (404, "Unknown model or job"),
+    (413, "Over the probe's input count or evaluation budget (POLYPROBE_MAX_PROBE_*)"),
+    (422, "Invalid input, label, or perturbation spec; the message says what to change"),
+    (429, "Too many probe jobs unfinished (POLYPROBE_MAX_PROBE_JOBS)"),
+    (503, "The model is known but failed to load"),
+)
 
 
 def _probe_state(request: Request) -> _ProbeState:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.errors import ModelNotFound, ModelUnavailable
+from service.errors import ModelNotFound, ModelUnavailable, openapi_error_responses
 from service.inference import predict_pairs, validate_inputs
 from service.repository import LoadedModel, ModelEntry, ModelState
 from service.schemas import ModelDetail, ModelList, ModelSummary, PredictRequest, PredictResponse
@@ -17,15 +17,12 @@ from service.state import ServiceState
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "model": None}
-    for status, text in (
-        (404, "Unknown model"),
-        (413, "Too many inputs, text too long, or over the max sequence length in reject mode"),
-        (422, "Invalid input; the message says which input and what to change"),
-        (503, "The model is known but failed to load"),
-    )
-}
+_ERRORS = openapi_error_responses(
+    (404, "Unknown model"),
+    (413, "Too many inputs, text too long, or over the max sequence length in reject mode"),
+    (422, "Invalid input; the message says which input and what to change"),
+    (503, "The model is known but failed to load"),
+)
 
 
 def _state(request: Request) -> ServiceState:
