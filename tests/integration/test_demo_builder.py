@@ -27,40 +27,38 @@ from training.demo.pairs import LABELS, make_pairs, split_keys
 
 pytestmark = pytest.mark.integration
 
+# `demo_checkpoint` is the session-wide default build (seed 0) from tests/integration/conftest.py:
+# one ~25 s build serves these tests and the bundle and server tests alike.
+
 # Random guessing on the balanced task scores about 0.5; a model that ignores the second sentence
 # or matches only one slot cannot pass this either.
 MIN_HELDOUT_ACCURACY = 0.75
 TINY = DemoConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, steps=20)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> DemoCheckpoint:
-    return build_demo_checkpoint(tmp_path_factory.mktemp("demo"), progress=False)
-
-
-def test_checkpoint_learned_the_task_on_held_out_keys(checkpoint: DemoCheckpoint) -> None:
-    assert checkpoint.labels == list(LABELS)
-    assert checkpoint.heldout_accuracy > MIN_HELDOUT_ACCURACY
-    assert checkpoint.train_accuracy > MIN_HELDOUT_ACCURACY
-    per_lang = checkpoint.per_language_heldout_accuracy
+def test_checkpoint_learned_the_task_on_held_out_keys(demo_checkpoint: DemoCheckpoint) -> None:
+    assert demo_checkpoint.labels == list(LABELS)
+    assert demo_checkpoint.heldout_accuracy > MIN_HELDOUT_ACCURACY
+    assert demo_checkpoint.train_accuracy > MIN_HELDOUT_ACCURACY
+    per_lang = demo_checkpoint.per_language_heldout_accuracy
     assert set(per_lang) == set(LANGUAGES)
-    assert sum(v["n"] for v in per_lang.values()) == checkpoint.heldout_n
+    assert sum(v["n"] for v in per_lang.values()) == demo_checkpoint.heldout_n
     assert all(0.0 <= v["accuracy"] <= 1.0 for v in per_lang.values())
-    for subject, place in split_keys(checkpoint.seed).heldout:
-        assert f"{subject}@{place}" in checkpoint.data_description
+    for subject, place in split_keys(demo_checkpoint.seed).heldout:
+        assert f"{subject}@{place}" in demo_checkpoint.data_description
 
 
 def test_saved_checkpoint_reloads_and_scores_held_out_pairs_on_its_own(
-    checkpoint: DemoCheckpoint,
+    demo_checkpoint: DemoCheckpoint,
 ) -> None:
     # Re-score from the files alone, so the builder's reported number is not taken on trust.
-    config = json.loads((checkpoint.path / "config.json").read_text())
+    config = json.loads((demo_checkpoint.path / "config.json").read_text())
     assert config["id2label"] == {"0": "not_paraphrase", "1": "paraphrase"}
-    assert config["max_position_embeddings"] == checkpoint.max_length + 2
+    assert config["max_position_embeddings"] == demo_checkpoint.max_length + 2
     assert config["pad_token_id"] == 1
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint.path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
-    split = split_keys(checkpoint.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(demo_checkpoint.path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(demo_checkpoint.path)
+    split = split_keys(demo_checkpoint.seed)
     pairs = make_pairs(
         sentences(split.heldout), split.heldout, pairs_per_anchor=1, seed="independent-check"
     )
@@ -73,9 +71,9 @@ def test_saved_checkpoint_reloads_and_scores_held_out_pairs_on_its_own(
     assert (predicted == gold).float().mean().item() > MIN_HELDOUT_ACCURACY
 
 
-def test_transformers_and_tokenizers_agree_on_pairs(checkpoint: DemoCheckpoint) -> None:
-    raw = Tokenizer.from_file(str(checkpoint.path / "tokenizer.json"))
-    hf = AutoTokenizer.from_pretrained(checkpoint.path)
+def test_transformers_and_tokenizers_agree_on_pairs(demo_checkpoint: DemoCheckpoint) -> None:
+    raw = Tokenizer.from_file(str(demo_checkpoint.path / "tokenizer.json"))
+    hf = AutoTokenizer.from_pretrained(demo_checkpoint.path)
     pairs = [("The cat is in the garden.", "猫は庭にいます。"), ("แมวอยู่ในสวน", "القطة في الحديقة.")]
     for a, b in pairs:
         ids = raw.encode(a, b).ids
@@ -83,7 +81,7 @@ def test_transformers_and_tokenizers_agree_on_pairs(checkpoint: DemoCheckpoint) 
         assert ids[0] == 0 and ids[-1] == 2 and ids.count(2) == 3
     assert raw.token_to_id("<pad>") == 1 and raw.token_to_id("<unk>") == 3
     assert raw.token_to_id("<mask>") == raw.get_vocab_size() - 1
-    verify_tokenizer_roundtrip(checkpoint.path, pairs)
+    verify_tokenizer_roundtrip(demo_checkpoint.path, pairs)
 
 
 def _digests(path: Path) -> dict[str, str]:

@@ -16,10 +16,13 @@ from training.demo.corpus import (
     SUBJECTS,
     all_keys,
     corpus_sha256,
+    lexicon_entries,
     render,
     sentences,
 )
 from training.demo.pairs import LABELS, PARAPHRASE, PairExample, make_pairs, split_keys
+from training.demo.tokenizer import train_demo_tokenizer
+from training.tokenization import train_xlmr_unigram_tokenizer
 
 REQUIRED = {"en", "de", "es", "fr", "ja", "ko", "zh", "ar", "hi", "th", "ru"}
 
@@ -152,3 +155,37 @@ def test_pairs_never_leave_their_side_of_the_split() -> None:
     assert all({p.a.key, p.b.key} <= set(split.train) for p in train)
     hard = [p for p in heldout if p.label != PARAPHRASE and p.a.subject == p.b.subject]
     assert hard, "held-out pairs must include one-slot hard negatives"
+
+
+def test_lexicon_entries_cover_every_word_without_leaking_a_combination() -> None:
+    entries = lexicon_entries()
+    for lexicon in CORPUS.values():
+        for table in (lexicon.subjects, lexicon.places):
+            for forms in table.values():
+                assert set(forms.values()) <= set(entries)
+    # An entry holding a subject and a place would show the tokenizer a (possibly held-out) key.
+    for lang, lexicon in CORPUS.items():
+        subject_forms = {f for forms in lexicon.subjects.values() for f in forms.values()}
+        place_forms = {f for forms in lexicon.places.values() for f in forms.values()}
+        for entry in lexicon_entries([lang]):
+            assert not (
+                any(f in entry for f in subject_forms) and any(f in entry for f in place_forms)
+            ), (lang, entry)
+
+
+def test_demo_tokenizer_is_reproducible_and_keeps_the_trained_segmentation() -> None:
+    corpus_text = [s.text for s in sentences(split_keys(0).train)] + lexicon_entries()
+    first = train_demo_tokenizer(corpus_text, 1000)
+    assert train_demo_tokenizer(corpus_text, 1000).to_str() == first.to_str()
+    ids = {t: first.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")}
+    assert ids == {
+        "<s>": 0,
+        "<pad>": 1,
+        "</s>": 2,
+        "<unk>": 3,
+        "<mask>": first.get_vocab_size() - 1,
+    }
+    trained = train_xlmr_unigram_tokenizer(corpus_text, 1000)
+    texts = [s.text for s in ALL_SENTENCES]
+    for a, b in zip(texts, reversed(texts), strict=True):
+        assert first.encode(a, b).tokens == trained.encode(a, b).tokens

@@ -1,18 +1,18 @@
 """Build the offline demo checkpoint: tokenizer + tiny XLM-R pair classifier, trained from scratch.
 
 The result is an ordinary Hugging Face checkpoint directory, so the export path that handles real
-fine-tuned models handles it unchanged. Everything is seeded and single-process, so a given config
-on a given machine gives the same weights every time.
+fine-tuned models handles it unchanged. The data, the tokenizer's ids, the initialisation and the
+batch order all follow from the seed, and torch runs on a fixed number of threads, so the same
+config gives byte-identical files.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,8 @@ from training.demo.corpus import (
     sentences,
 )
 from training.demo.pairs import LABELS, KeySplit, PairExample, make_pairs, split_keys
-from training.tokenization import (
-    BOS,
-    EOS,
-    MASK,
-    PAD,
-    PAD_ID,
-    SPECIAL_TOKENS,
-    UNK,
-    train_xlmr_unigram_tokenizer,
-    xlmr_unigram_tokenizer,
-)
+from training.demo.tokenizer import train_demo_tokenizer
+from training.tokenization import BOS, EOS, MASK, PAD, PAD_ID, UNK
 
 
 @dataclass(frozen=True)
@@ -96,9 +87,9 @@ class DemoCheckpoint:
     train_accuracy: float
     heldout_accuracy: float
     heldout_n: int
-    per_language_heldout_accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data_description: str = ""
-    corpus_sha256: str = ""
+    per_language_heldout_accuracy: dict[str, dict[str, Any]]
+    data_description: str
+    corpus_sha256: str
 
 
 def build_demo_checkpoint(
@@ -118,6 +109,8 @@ def build_demo_checkpoint(
 
 
 def _build(out_dir: Path, config: DemoConfig, progress: bool) -> DemoCheckpoint:
+    # Everything here draws from its own seeded generator or from torch's; the global seeds are
+    # set too so that library code drawing from them cannot make two builds differ.
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -126,7 +119,7 @@ def _build(out_dir: Path, config: DemoConfig, progress: bool) -> DemoCheckpoint:
     train_sentences = sentences(split.train)
     # The tokenizer sees training sentences and the lexicon only, never a held-out combination.
     tokenizer_corpus = [*(s.text for s in train_sentences), *lexicon_entries()]
-    tokenizer = _canonical(train_xlmr_unigram_tokenizer(tokenizer_corpus, config.vocab_size))
+    tokenizer = train_demo_tokenizer(tokenizer_corpus, config.vocab_size)
 
     pair_kwargs = {
         "cross_lingual_rate": config.cross_lingual_rate,
@@ -181,39 +174,6 @@ def _build(out_dir: Path, config: DemoConfig, progress: bool) -> DemoCheckpoint:
         data_description=_describe(split, config, len(train_pairs), len(heldout_pairs)),
         corpus_sha256=corpus_sha256(),
     )
-
-
-# The Unigram trainer appends the pieces it must keep but did not select (characters, mostly)
-# below the lowest selected one, with scores stepping down by this amount.
-_REQUIRED_CHAR_SCORE_STEP = 1e-4
-
-
-def _canonical(trained: Tokenizer) -> Tokenizer:
-    """The same pieces and scores in a reproducible id order.
-
-    The `tokenizers` Unigram trainer is not reproducible across runs: pieces with equal scores
-    come out in hash-map order, scores differ in the last bits, and the pieces appended at the
-    end get their (stepped) scores in hash-set order. Different ids mean different embeddings,
-    so the same seed would give a different model. Rounding, sorting by (score, piece) and
-    handing the appended pieces their scores in string order makes the result
-    reproducible without changing how any sentence is segmented (beyond those near-ties).
-    """
-    pieces = sorted(
-        (
-            (piece, round(score, 9))
-            for piece, score in json.loads(trained.to_str())["model"]["vocab"]
-            if piece not in SPECIAL_TOKENS
-        ),
-        key=lambda item: (-item[1], item[0]),
-    )
-    tail = len(pieces) - 1
-    while tail > 0 and pieces[tail - 1][1] - pieces[tail][1] < _REQUIRED_CHAR_SCORE_STEP + 1e-7:
-        tail -= 1
-    tail_pieces = sorted(piece for piece, _ in pieces[tail:])
-    tail_scores = [score for _, score in pieces[tail:]]
-    pieces[tail:] = list(zip(tail_pieces, tail_scores, strict=True))
-    specials = [(token, 0.0) for token in SPECIAL_TOKENS]
-    return xlmr_unigram_tokenizer([*specials, *pieces, (MASK, 0.0)])
 
 
 def _model_config(config: DemoConfig, vocab_size: int) -> XLMRobertaConfig:
@@ -460,11 +420,10 @@ def _per_language(
 
 def _describe(split: KeySplit, config: DemoConfig, n_train: int, n_heldout: int) -> str:
     return (
-        f"polyprobe demo corpus (sha256 {corpus_sha256()[:12]}): 'subject is at place' sentences "
-        f"in {len(LANGUAGES)} languages ({', '.join(LANGUAGES)}), 2 templates each; "
-        f"seed {config.seed}; {split.describe()}. "
-        f"{n_train} training pairs and {n_heldout} held-out pairs (both sentences of every "
-        f"held-out pair use held-out keys only); half of all positives are cross-lingual, "
-        f"{config.hard_negative_rate:.0%} of negatives differ in one slot; per-language scores "
-        f"group pairs by the language of their first sentence."
+        f"polyprobe demo corpus (sha256 {corpus_sha256()[:12]}), 'subject is at place' sentences "
+        f"in {len(LANGUAGES)} languages ({', '.join(LANGUAGES)}); seed {config.seed}; "
+        f"{split.describe()}. {n_train} training pairs; {n_heldout} held-out pairs, both "
+        f"sentences of each from held-out keys only. {config.cross_lingual_rate:.0%} of pairs "
+        f"are cross-lingual; {config.hard_negative_rate:.0%} of negatives differ in one slot. "
+        f"Per-language scores group pairs by the language of their first sentence."
     )
