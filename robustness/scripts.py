@@ -225,8 +225,23 @@ UNSPACED_SCRIPTS: frozenset[str] = frozenset(
         "Yi",
     ]
 )
+# Brahmic abugidas: consonants carry an inherent vowel, and words are separated by spaces.
+BRAHMIC_SCRIPTS: frozenset[str] = frozenset(
+    [
+        "Devanagari",
+        "Bengali",
+        "Gurmukhi",
+        "Gujarati",
+        "Oriya",
+        "Tamil",
+        "Telugu",
+        "Kannada",
+        "Malayalam",
+        "Sinhala",
+    ]
+)
 # Scripts that separate words with spaces, where a dropped or extra space is a typing slip.
-SPACED_SCRIPTS: frozenset[str] = frozenset(
+SPACED_SCRIPTS: frozenset[str] = BRAHMIC_SCRIPTS | frozenset(
     [
         "Latin",
         "Cyrillic",
@@ -238,16 +253,6 @@ SPACED_SCRIPTS: frozenset[str] = frozenset(
         "Syriac",
         "Thaana",
         "Ethiopic",
-        "Devanagari",
-        "Bengali",
-        "Gurmukhi",
-        "Gujarati",
-        "Oriya",
-        "Tamil",
-        "Telugu",
-        "Kannada",
-        "Malayalam",
-        "Sinhala",
         "Hangul",
     ]
 )

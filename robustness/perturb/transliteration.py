@@ -22,31 +22,17 @@ from anyascii import anyascii
 from robustness.perturb._engine import edit_words
 from robustness.rand import RandomSource
 from robustness.registry import text_family
-from robustness.scripts import script_of
+from robustness.scripts import BRAHMIC_SCRIPTS, script_of
 from robustness.segment import Token, graphemes
 
-_INHERENT_A = frozenset(
-    [
-        "Devanagari",
-        "Bengali",
-        "Gurmukhi",
-        "Gujarati",
-        "Oriya",
-        "Tamil",
-        "Telugu",
-        "Kannada",
-        "Malayalam",
-        "Sinhala",
-    ]
-)
 _FINAL_SCHWA_DROPPED = frozenset({"Devanagari", "Bengali", "Gurmukhi", "Gujarati"})
 ROMANISABLE = frozenset(
     {"Cyrillic", "Greek", "Arabic", "Hebrew", "Armenian", "Georgian", "Ethiopic", "Thai", "Lao"}
     | {"Hangul"}
-    | _INHERENT_A
+    | BRAHMIC_SCRIPTS
 )
 _CONSONANT = regex.compile(r"\p{InSC=Consonant}")
-_NO_INHERENT_AFTER = regex.compile(
+_NOBRAHMIC_SCRIPTSFTER = regex.compile(
     r"[\p{InSC=Vowel_Dependent}\p{InSC=Virama}\p{InSC=Pure_Killer}\p{InSC=Invisible_Stacker}]"
 )
 # anyascii writes a nukta as an apostrophe (क़ -> k'); the plain letter reads better.
@@ -64,9 +50,9 @@ def romanise(word: str) -> str:
         out.append(piece.lower() if script == "Hangul" else piece)
         final_inherent = None
         implicit_vowel = (
-            script in _INHERENT_A
+            script in BRAHMIC_SCRIPTS
             and _CONSONANT.match(char) is not None
-            and not (i + 1 < len(chars) and _NO_INHERENT_AFTER.match(chars[i + 1]))
+            and not (i + 1 < len(chars) and _NOBRAHMIC_SCRIPTSFTER.match(chars[i + 1]))
         )
         if implicit_vowel:
             out.append("a")
