@@ -62,7 +62,9 @@ def test_promtool_accepts_the_exposition(server: RunningServer) -> None:
     result = _promtool("check", "metrics", stdin=exposition)
     assert result.returncode == 0, result.stdout + result.stderr
     # promtool lints naming too (and exits 0 on lint findings): hold the exposition to it.
-    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )
 
 
 @needs_prometheus
