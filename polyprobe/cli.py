@@ -58,8 +58,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
 
+    try:
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:
+        print(f"polyprobe serve: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from polyprobe import __version__
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.access import AccessMiddleware, AccessPolicy, RateLimit, read_api_keys
 from service.backend import BackendFactory, OnnxRuntimeBackend
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
@@ -97,6 +99,20 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, list[dic
     return 422, f"invalid request: {summary}", details
 
 
+def access_policy(settings: Settings) -> AccessPolicy:
+    inline = settings.api_keys.get_secret_value() if settings.api_keys else None
+    return AccessPolicy(
+        api_keys=read_api_keys(inline, settings.api_keys_file),
+        limits={
+            "predict": RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst),
+            "probe": RateLimit(
+                settings.probe_rate_limit_per_second, settings.probe_rate_limit_burst
+            ),
+        },
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
 def create_app(
     settings: Settings, *, backend_factory: BackendFactory = OnnxRuntimeBackend
 ) -> FastAPI:
@@ -122,6 +138,15 @@ def create_app(
     app.state.service = state
     app.include_router(router)
     app.include_router(probe_router)
+    app.add_middleware(AccessMiddleware, policy=access_policy(settings), metrics=metrics)
+    # Outside the access checks, so browsers' preflight requests are answered without a key.
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type"],
+        )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(ApiError)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from export.bundle import Precision
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,36 @@ class Settings(BaseSettings):
         pattern=r"^[a-z]{2}(,[a-z]{2})*$",
         description="comma-separated ISO 639-1 codes that language detection chooses among "
         "(PAWS-X's and XNLI's by default); fewer candidates, fewer confusions",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated bearer API keys (>= 16 characters each); unset: no auth",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="file of bearer API keys, one per line (# comments allowed)"
+    )
+    rate_limit_per_second: float = Field(
+        default=0.0,
+        ge=0,
+        description="prediction requests per second per API key (or client address); 0: unlimited",
+    )
+    rate_limit_burst: int = Field(
+        default=20, ge=1, description="prediction requests allowed at once"
+    )
+    probe_rate_limit_per_second: float = Field(
+        default=0.0,
+        ge=0,
+        description="probe requests per second per API key (or client address); 0: unlimited",
+    )
+    probe_rate_limit_burst: int = Field(
+        default=2, ge=1, description="probe requests allowed at once"
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="request bodies above this size get 413"
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description='origins allowed by CORS, as JSON (e.g. ["https://app.example"]); empty: CORS off',
     )
 
 
