@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"polyprobe serve: {exc}", file=sys.stderr)
         return 2
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; with the default
+    # handler that kills the process (status -15) after a clean drain. Answering the re-raised
+    # signal with a no-op lets `serve` return 0, which is what a supervisor should see.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         app,
         host=settings.host,
