@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import signal
 import sys
 from pathlib import Path
@@ -37,9 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"polyprobe serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    from service.logs import logging_config
+
+    log_config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(log_config)
     for name in unknown_environment_variables():
         logging.getLogger("polyprobe").warning("ignoring %s: no such setting (typo?)", name)
 
@@ -73,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config,
         timeout_graceful_shutdown=30,
     )
     return 0

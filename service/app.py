@@ -13,12 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from polyprobe import __version__
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.access import AccessMiddleware, AccessPolicy, RateLimit, read_api_keys
 from service.backend import BackendFactory, OnnxRuntimeBackend
 from service.errors import ApiError
+from service.logs import ACCESS_LOGGER, request_id
 from service.metrics import ServiceMetrics
 from service.probe_routes import probe_router
 from service.repository import ModelState, load_repository
@@ -27,6 +29,7 @@ from service.settings import Settings
 from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def _publish_model_metrics(state: ServiceState) -> None:
@@ -57,11 +60,14 @@ class RequestMetricsMiddleware:
             return
         began = time.perf_counter()
         status = 500
+        supplied = Headers(scope=scope).get("x-request-id")
+        rid = request_id(supplied)
 
         async def send_and_record_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                MutableHeaders(scope=message).append("x-request-id", rid)
             await send(message)
 
         try:
@@ -69,8 +75,25 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
+            seconds = time.perf_counter() - began
             self.metrics.request_duration.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - began
+                seconds
+            )
+            access_logger.info(
+                "%s %s %d %.1f ms",
+                scope["method"],
+                template,
+                status,
+                seconds * 1000,
+                extra={
+                    "fields": {
+                        "request_id": rid,
+                        "method": scope["method"],
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                    }
+                },
             )
 
 

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         default=True, description="/readyz is 200 only when every model in the repository loaded"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one object per line with request ids (inputs are never logged)",
+    )
     build_demo_if_empty: bool = Field(
         default=True,
         description="`polyprobe serve` builds the demo bundle into an empty repository",
