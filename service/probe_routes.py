@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 
 from service.errors import openapi_error_responses
 from service.probe import run
@@ -143,3 +146,58 @@ async def get_job(job_id: str, request: Request) -> JobBody:
 )
 async def cancel_job(job_id: str, request: Request) -> JobBody:
     return _probe_state(request).jobs.cancel(job_id).body()
+
+
+# Progress is mutated inside the probe (partly from worker threads), so it has no hook to wait
+# on; the stream checks it at this interval and sends an event only when it changed. The end of
+# a job is event-driven (Job.done), so the final event is not delayed by the interval.
+_PROGRESS_CHECK_S = 0.2
+
+
+def _sse(event: str, data: dict[str, object]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _final_event(job: Job) -> str:
+    if job.status == "succeeded":
+        return _sse("succeeded", {"id": job.id, "location": f"/v1/probe/jobs/{job.id}"})
+    if job.status == "failed":
+        return _sse("failed", {"id": job.id, "error": job.error or {}})
+    return _sse("cancelled", {"id": job.id})
+
+
+async def _job_events(job: Job, request: Request) -> AsyncIterator[str]:
+    last: dict[str, object] | None = None
+    while True:
+        snapshot: dict[str, object] = {
+            "state": job.status,
+            **job.body().progress.model_dump(),
+        }
+        if snapshot != last and not job.finished:
+            yield _sse("progress", snapshot)
+            last = snapshot
+        if job.finished:
+            yield _final_event(job)
+            return
+        if await request.is_disconnected():
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(job.done.wait(), _PROGRESS_CHECK_S)
+
+
+@probe_router.get(
+    "/v1/probe/jobs/{job_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "progress events"},
+        404: _ERRORS[404],
+    },
+    response_class=StreamingResponse,
+    summary="Server-sent events of a job's progress, then one final event; the stream ends",
+)
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    job = _probe_state(request).jobs.get(job_id)
+    return StreamingResponse(
+        _job_events(job, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
+    )

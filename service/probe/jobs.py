@@ -54,6 +54,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     task: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def finished(self) -> bool:
@@ -135,7 +136,10 @@ class JobStore:
         del self._jobs[oldest_finished.id]
 
     def _finish(self, job: Job, status: JobStatus) -> None:
+        if job.finished:
+            return
         job.status, job.finished_at = status, _now()
+        job.done.set()
 
     async def _run(self, job: Job, work: Work) -> None:
         job.status, job.started_at = "running", _now()
