@@ -103,6 +103,63 @@ def _demo_bundle(args: argparse.Namespace) -> int:
     return _build_demo(args.out, seed=args.seed)
 
 
+def _export(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    precisions = {p.strip() for p in args.precision.split(",") if p.strip()}
+    unknown = sorted(precisions - {"fp32", "int8"})
+    if unknown or "fp32" not in precisions:
+        print(
+            f"polyprobe export: --precision takes fp32 (always) and int8, got {args.precision!r}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        from importlib.metadata import version as package_version
+
+        from export.build import CpuVariants, ParityError, export_bundle
+        from export.bundle import Provenance
+        from export.demo_bundle import PARITY_SAMPLE
+    except ImportError as exc:
+        print(f"polyprobe: {INSTALL_EXPORT_HINT} (missing: {exc.name})", file=sys.stderr)
+        return 2
+    provenance = Provenance(
+        base_model=str(args.checkpoint),
+        target_task=args.target_task,
+        exporter="set by export_bundle",
+        library_versions={
+            lib: package_version(lib) for lib in ("torch", "transformers", "onnxruntime")
+        },
+    )
+    variants = CpuVariants(optimize=not args.no_optimize, int8="int8" in precisions)
+    try:
+        result = export_bundle(
+            args.checkpoint,
+            args.out,
+            name=args.name,
+            version=args.version,
+            task=args.task,
+            provenance=provenance,
+            parity_sample=PARITY_SAMPLE,
+            variants=variants,
+        )
+    except (ParityError, ValueError, OSError) as exc:
+        print(f"polyprobe export: {exc}", file=sys.stderr)
+        return 1
+    for model in result.manifest.models:
+        parity = model.parity
+        check = (
+            f"max |logit diff| {parity.max_abs_logit_diff:.2e}, argmax agreement "
+            f"{parity.argmax_agreement:.3f}"
+            if parity
+            else "no parity report"
+        )
+        print(f"{model.precision}: {model.path} ({model.size_bytes} bytes), {check}")
+    for rejected in result.rejected:
+        print(f"not written: {rejected.reason}")
+    print(f"wrote bundle {result.manifest.name}/{result.manifest.version} to {args.out}")
+    return 0
+
+
 def _base_model(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -185,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed for data, init and training")
     demo.set_defaults(handler=_demo_bundle)
+
+    export = commands.add_parser(
+        "export",
+        help="export a sequence-classification checkpoint as a parity-checked bundle",
+        description="Export a Hugging Face checkpoint (with tokenizer.json) to ONNX, fuse it with "
+        "the ORT transformer optimiser and optionally add a dynamic int8 variant; every variant is "
+        "checked against the PyTorch checkpoint and left out, with the reason, if it disagrees.",
+    )
+    export.add_argument("checkpoint", type=Path, help="checkpoint directory")
+    export.add_argument(
+        "--out", type=Path, required=True, help="bundle directory, e.g. models/name/1"
+    )
+    export.add_argument("--precision", default="fp32", help="comma list: fp32 and/or fp32,int8")
+    export.add_argument("--no-optimize", action="store_true", help="keep the plain fp32 export")
+    export.add_argument("--name", default="model", help="bundle name (default: model)")
+    export.add_argument("--version", default="1", help="bundle version (default: 1)")
+    export.add_argument(
+        "--task", choices=["pair-classification", "classification"], default="pair-classification"
+    )
+    export.add_argument("--target-task", default="unspecified", help="provenance: trained for")
+    export.set_defaults(handler=_export)
 
     base = commands.add_parser(
         "base-model",
