@@ -11,6 +11,9 @@ from pathlib import Path
 # Field names of the data sets this project reads, in the order they are tried.
 _PAIR_FIELDS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("text", "text_pair"))
 
+# The native predict body: {"inputs": [{"text": ..., "text_pair": ...}, ...]}.
+Body = dict[str, list[dict[str, str]]]
+
 
 @dataclass(frozen=True)
 class InputsMix:
@@ -49,12 +52,17 @@ def read_pairs(paths: Iterable[Path]) -> list[dict[str, str]]:
     for path in paths:
         found = 0
         with path.open(encoding="utf-8") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number} is not JSON: {exc.msg}") from exc
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number} is not a JSON object")
                 for first, second in _PAIR_FIELDS:
-                    if first in row and second in row:
+                    if isinstance(row.get(first), str) and isinstance(row.get(second), str):
                         pairs.append({"text": row[first], "text_pair": row[second]})
                         found += 1
                         break
@@ -73,6 +81,6 @@ class PayloadFactory:
         self._mix = mix
         self._rng = random.Random(seed)
 
-    def next_body(self) -> dict[str, list[dict[str, str]]]:
+    def next_body(self) -> Body:
         size = self._rng.choices(self._mix.sizes, weights=self._mix.weights)[0]
         return {"inputs": [self._rng.choice(self._pairs) for _ in range(size)]}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.runner import RequestRecord
+from loadtest.runner import LoadShape, RunResult
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
@@ -36,6 +36,8 @@ class HistogramDelta:
 @dataclass(frozen=True)
 class RunSummary:
     offered: str
+    mode: str
+    offered_load: float  # requests/s (open loop) or clients (closed loop)
     duration_s: float
     requests: int
     inputs: int
@@ -48,6 +50,10 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def all_ok(self) -> bool:
+        return bool(self.requests) and self.statuses == {"200": self.requests}
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
@@ -107,11 +113,10 @@ def histogram_deltas(
 
 
 def summarise(
-    records: Sequence[RequestRecord],
-    offered: str,
-    duration_s: float,
-    server: dict[str, HistogramDelta] | None = None,
+    result: RunResult, shape: LoadShape, server: dict[str, HistogramDelta] | None = None
 ) -> RunSummary:
+    """Latency over successful requests only; throughput over the run's wall time."""
+    records = result.records
     ok = [r for r in records if r.status == 200]
     latencies = np.array([r.latency_s for r in ok]) * 1000.0
     percentiles: dict[str, float | None] = {
@@ -120,42 +125,60 @@ def summarise(
     }
     percentiles["max"] = float(latencies.max()) if latencies.size else None
     percentiles["mean"] = float(latencies.mean()) if latencies.size else None
-    statuses = Counter(str(r.status) for r in records)
-    errors = Counter(r.error for r in records if r.error)
-    elapsed = max(duration_s, max((r.start_s + r.latency_s for r in records), default=0.0))
-    server_view = {
-        name: {
-            "count": delta.count,
-            "mean_ms": None if delta.mean is None else delta.mean * 1000,
-            "p50_ms": _ms(delta.quantile(0.5)),
-            "p99_ms": _ms(delta.quantile(0.99)),
-        }
-        for name, delta in (server or {}).items()
-        if name.endswith("_seconds") and delta.count > 0
-    }
+    elapsed = result.elapsed_s
+    ok_inputs = sum(r.inputs for r in ok)
     return RunSummary(
-        offered=offered,
+        offered=shape.describe(),
+        mode=shape.mode,
+        offered_load=shape.offered_load,
         duration_s=elapsed,
         requests=len(records),
-        inputs=sum(r.inputs for r in ok),
-        throughput_rps=len(ok) / elapsed if elapsed else 0.0,
-        throughput_inputs_per_s=sum(r.inputs for r in ok) / elapsed if elapsed else 0.0,
+        inputs=ok_inputs,
+        throughput_rps=len(ok) / elapsed if elapsed > 0 else 0.0,
+        throughput_inputs_per_s=ok_inputs / elapsed if elapsed > 0 else 0.0,
         latency_ms=percentiles,
-        statuses=dict(statuses),
-        errors=dict(errors),
-        server=server_view,
+        statuses=dict(Counter(str(r.status) for r in records)),
+        errors=dict(Counter(r.error for r in records if r.error)),
+        server=server_view(server or {}),
     )
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+def server_view(deltas: dict[str, HistogramDelta]) -> dict[str, dict[str, float | None]]:
+    """Count, sum, mean and interpolated p50/p99 per histogram that saw the run; seconds as ms."""
+    view: dict[str, dict[str, float | None]] = {}
+    for name, delta in deltas.items():
+        if delta.count <= 0:
+            continue
+        scale = 1000.0 if name.endswith("_seconds") else 1.0
+        view[name] = {
+            "count": delta.count,
+            "sum": delta.sum * scale,
+            "mean": None if delta.mean is None else delta.mean * scale,
+            "p50": _scaled(delta.quantile(0.5), scale),
+            "p99": _scaled(delta.quantile(0.99), scale),
+        }
+    return view
+
+
+def throughput_at_slo(summaries: Sequence[RunSummary], p99_ms: float) -> RunSummary | None:
+    """The run with the highest throughput whose p99 met the SLO with every request answered 200."""
+    passing = [
+        s
+        for s in summaries
+        if s.all_ok and s.latency_ms["p99"] is not None and s.latency_ms["p99"] <= p99_ms
+    ]
+    return max(passing, key=lambda s: s.throughput_rps, default=None)
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def markdown_table(summaries: Sequence[RunSummary]) -> str:
+def markdown_table(summaries: Sequence[RunSummary], slo_p99_ms: float | None = None) -> str:
     lines = [
         "| offered | requests | req/s | inputs/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -163,46 +186,72 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
     for s in summaries:
         lat = s.latency_ms
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(s.statuses.items()))
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(s.errors.items()))
         lines.append(
             f"| {s.offered} | {s.requests} | {s.throughput_rps:.1f} | {s.throughput_inputs_per_s:.1f} "
             f"| {_fmt(lat['p50'])} | {_fmt(lat['p90'])} | {_fmt(lat['p99'])} | {_fmt(lat['p99.9'])} "
-            f"| {_fmt(lat['max'])} | {statuses} |"
+            f"| {_fmt(lat['max'])} | {statuses}{f' ({errors})' if errors else ''} |"
         )
+    if slo_p99_ms is not None:
+        best = throughput_at_slo(summaries, slo_p99_ms)
+        lines += [
+            "",
+            f"Throughput at p99 <= {slo_p99_ms:g} ms (all requests 200): "
+            + (
+                f"{best.throughput_rps:.1f} req/s, {best.throughput_inputs_per_s:.1f} inputs/s "
+                f"(at {best.offered})"
+                if best
+                else "no run met it"
+            ),
+        ]
     server_rows = [
-        f"| {s.offered} | {name} | {int(v['count'] or 0)} | {_fmt(v['mean_ms'])} | {_fmt(v['p50_ms'])} | {_fmt(v['p99_ms'])} |"
+        f"| {s.offered} | {name} | {int(v['count'] or 0)} | {_fmt(v['mean'])} | {_fmt(v['p50'])} "
+        f"| {_fmt(v['p99'])} |"
         for s in summaries
         for name, v in sorted(s.server.items())
     ]
     if server_rows:
         lines += [
             "",
-            "Server-side histograms over the run (from /metrics deltas; quantiles interpolated in buckets):",
+            "Server-side histograms over each run (/metrics after minus before; `_seconds` shown "
+            "in ms; quantiles interpolated inside buckets as Prometheus does):",
             "",
-            "| offered | histogram | count | mean ms | p50 ms | p99 ms |",
+            "| offered | histogram | count | mean | p50 | p99 |",
             "|---|---|---|---|---|---|",
             *server_rows,
         ]
     return "\n".join(lines) + "\n"
 
 
-def plot_latency_vs_load(summaries: Sequence[RunSummary], path: Path) -> Path:
-    """Latency percentiles against achieved throughput: where the curve bends is the capacity."""
+_LOAD_AXIS = {
+    frozenset({"open"}): "offered load (requests/s, Poisson arrivals)",
+    frozenset({"closed"}): "offered load (concurrent clients)",
+}
+
+
+def plot_latency_vs_load(
+    summaries: Sequence[RunSummary], path: Path, title: str, slo_p99_ms: float | None = None
+) -> Path:
+    """Latency percentiles against offered load: where the curves bend is the capacity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    ordered = sorted(summaries, key=lambda s: s.offered_load)
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    throughput = [s.throughput_rps for s in summaries]
-    for key in ("p50", "p90", "p99"):
-        values = [s.latency_ms[key] for s in summaries]
-        axis.plot(throughput, [math.nan if v is None else v for v in values], marker="o", label=key)
-    axis.set_xlabel("achieved throughput (requests/s)")
+    load = [s.offered_load for s in ordered]
+    for key in ("p50", "p90", "p99", "p99.9"):
+        values = [s.latency_ms[key] for s in ordered]
+        axis.plot(load, [math.nan if v is None else v for v in values], marker="o", label=key)
+    if slo_p99_ms is not None:
+        axis.axhline(slo_p99_ms, color="grey", linestyle="--", label=f"SLO {slo_p99_ms:g} ms")
+    axis.set_xlabel(_LOAD_AXIS.get(frozenset(s.mode for s in ordered), "offered load"))
     axis.set_ylabel("latency (ms)")
     axis.set_yscale("log")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
-    axis.set_title("polyprobe latency against load")
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

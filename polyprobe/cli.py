@@ -12,6 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from export.command import add_arguments as add_export_arguments
+from export.command import run as run_export
+from training.cli import add_commands as add_training_commands
+
 INSTALL_TRAIN_HINT = (
     "base models need the train extra: pip install torch==2.13.0 && pip install 'polyprobe[train]'"
 )
@@ -103,63 +107,6 @@ def _demo_bundle(args: argparse.Namespace) -> int:
     return _build_demo(args.out, seed=args.seed)
 
 
-def _export(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    precisions = {p.strip() for p in args.precision.split(",") if p.strip()}
-    unknown = sorted(precisions - {"fp32", "int8"})
-    if unknown or "fp32" not in precisions:
-        print(
-            f"polyprobe export: --precision takes fp32 (always) and int8, got {args.precision!r}",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        from importlib.metadata import version as package_version
-
-        from export.build import CpuVariants, ParityError, export_bundle
-        from export.bundle import Provenance
-        from export.demo_bundle import PARITY_SAMPLE
-    except ImportError as exc:
-        print(f"polyprobe: {INSTALL_EXPORT_HINT} (missing: {exc.name})", file=sys.stderr)
-        return 2
-    provenance = Provenance(
-        base_model=str(args.checkpoint),
-        target_task=args.target_task,
-        exporter="set by export_bundle",
-        library_versions={
-            lib: package_version(lib) for lib in ("torch", "transformers", "onnxruntime")
-        },
-    )
-    variants = CpuVariants(optimize=not args.no_optimize, int8="int8" in precisions)
-    try:
-        result = export_bundle(
-            args.checkpoint,
-            args.out,
-            name=args.name,
-            version=args.version,
-            task=args.task,
-            provenance=provenance,
-            parity_sample=PARITY_SAMPLE,
-            variants=variants,
-        )
-    except (ParityError, ValueError, OSError) as exc:
-        print(f"polyprobe export: {exc}", file=sys.stderr)
-        return 1
-    for model in result.manifest.models:
-        parity = model.parity
-        check = (
-            f"max |logit diff| {parity.max_abs_logit_diff:.2e}, argmax agreement "
-            f"{parity.argmax_agreement:.3f}"
-            if parity
-            else "no parity report"
-        )
-        print(f"{model.precision}: {model.path} ({model.size_bytes} bytes), {check}")
-    for rejected in result.rejected:
-        print(f"not written: {rejected.reason}")
-    print(f"wrote bundle {result.manifest.name}/{result.manifest.version} to {args.out}")
-    return 0
-
-
 def _base_model(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -179,39 +126,50 @@ def _base_model(args: argparse.Namespace) -> int:
 def _loadtest(args: argparse.Namespace) -> int:
     from loadtest.payloads import InputsMix, PayloadFactory, read_pairs
     from loadtest.runner import LoadShape, require_loopback
-    from loadtest.session import measure, write_report
+    from loadtest.session import measure, predict_path, warm_up, write_report
 
+    base_url = args.url.rstrip("/")
     try:
-        require_loopback(args.url, args.allow_remote)
+        require_loopback(base_url, args.allow_remote)
         mix = InputsMix.parse(args.mix)
         pairs = read_pairs(args.data)
-        if args.concurrency:
-            shapes = [
-                LoadShape("closed", args.duration, concurrency=c, max_requests=args.requests)
-                for c in args.concurrency
-            ]
-        else:
-            shapes = [
-                LoadShape("open", args.duration, rate=r, max_requests=args.requests)
-                for r in args.rate
-            ]
+        common = {
+            "duration_s": args.duration,
+            "max_requests": args.requests,
+            "timeout_s": args.timeout,
+        }
+        shapes = (
+            [LoadShape("closed", concurrency=c, **common) for c in args.concurrency]
+            if args.concurrency
+            else [LoadShape("open", rate=r, **common) for r in args.rate]
+        )
+        if args.warmup < 0:
+            raise ValueError("--warmup must be >= 0")
     except (ValueError, OSError) as exc:
         print(f"polyprobe loadtest: {exc}", file=sys.stderr)
         return 2
+    import httpx
+
+    try:
+        warm_up(base_url, predict_path(args.model), PayloadFactory(pairs, mix, -1), args.warmup)
+    except httpx.HTTPError as exc:
+        print(f"polyprobe loadtest: warm-up request failed: {exc}", file=sys.stderr)
+        return 1
     summaries = []
     for shape in shapes:
         payloads = PayloadFactory(pairs, mix, seed=args.seed)
-        summary = measure(args.url.rstrip("/"), args.model, shape, payloads, seed=args.seed)
+        summary = measure(base_url, args.model, shape, payloads, seed=args.seed)
         lat = summary.latency_ms
         print(
             f"{summary.offered}: {summary.throughput_rps:.1f} req/s, "
-            f"p50 {lat['p50'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms, statuses {summary.statuses}"
+            f"{summary.throughput_inputs_per_s:.1f} inputs/s, p50 {lat['p50'] or 0:.1f} ms, "
+            f"p99 {lat['p99'] or 0:.1f} ms, statuses {summary.statuses}"
         )
         summaries.append(summary)
     title = (
-        f"polyprobe loadtest: {args.model} at {args.url}, inputs mix {args.mix}, seed {args.seed}"
+        f"polyprobe loadtest: {args.model} at {base_url}, inputs mix {args.mix}, seed {args.seed}"
     )
-    for path in write_report(summaries, args.out, title):
+    for path in write_report(summaries, args.out, title, args.slo_ms):
         print(f"wrote {path}")
     return 0
 
@@ -246,23 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="export a sequence-classification checkpoint as a parity-checked bundle",
-        description="Export a Hugging Face checkpoint (with tokenizer.json) to ONNX, fuse it with "
-        "the ORT transformer optimiser and optionally add a dynamic int8 variant; every variant is "
-        "checked against the PyTorch checkpoint and left out, with the reason, if it disagrees.",
+        description="Export a Hugging Face checkpoint (with tokenizer.json) to ONNX, optimise it "
+        "with the ORT transformer optimiser and optionally add fp16 (CUDA) and dynamic int8 (CPU) "
+        "variants; every variant is checked against the PyTorch checkpoint per language and left "
+        "out, with the reason, if it fails its gate. Writes bundle.json and a model card.",
     )
-    export.add_argument("checkpoint", type=Path, help="checkpoint directory")
-    export.add_argument(
-        "--out", type=Path, required=True, help="bundle directory, e.g. models/name/1"
-    )
-    export.add_argument("--precision", default="fp32", help="comma list: fp32 and/or fp32,int8")
-    export.add_argument("--no-optimize", action="store_true", help="keep the plain fp32 export")
-    export.add_argument("--name", default="model", help="bundle name (default: model)")
-    export.add_argument("--version", default="1", help="bundle version (default: 1)")
-    export.add_argument(
-        "--task", choices=["pair-classification", "classification"], default="pair-classification"
-    )
-    export.add_argument("--target-task", default="unspecified", help="provenance: trained for")
-    export.set_defaults(handler=_export)
+    add_export_arguments(export)
+    export.set_defaults(handler=run_export)
 
     base = commands.add_parser(
         "base-model",
@@ -273,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("model", choices=["e5-small"], help="which base model")
     base.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     base.set_defaults(handler=_base_model)
+
+    add_training_commands(commands)
 
     load = commands.add_parser(
         "loadtest",
@@ -289,10 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     shape = load.add_mutually_exclusive_group(required=True)
     shape.add_argument("--rate", type=float, nargs="+", help="open loop: requests per second")
     shape.add_argument("--concurrency", type=int, nargs="+", help="closed loop: clients")
-    load.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    load.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per run (0: --requests only)"
+    )
     load.add_argument("--requests", type=int, help="stop each run after this many requests")
     load.add_argument("--mix", default="1", help="inputs per request, e.g. 1:0.7,4:0.2,16:0.1")
     load.add_argument("--seed", type=int, default=0, help="seed for payloads and arrivals")
+    load.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    load.add_argument(
+        "--warmup", type=int, default=0, help="unmeasured sequential requests before the runs"
+    )
+    load.add_argument(
+        "--slo-ms", type=float, help="report the best throughput whose p99 stays under this"
+    )
     load.add_argument("--out", type=Path, default=Path("loadtest-report"), help="report folder")
     load.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     load.set_defaults(handler=_loadtest)

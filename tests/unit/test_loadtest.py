@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,22 @@ import pytest
 from loadtest.payloads import InputsMix, PayloadFactory, read_pairs
 from loadtest.report import (
     HistogramDelta,
+    RunSummary,
     histogram_deltas,
     histogram_quantile,
+    markdown_table,
     parse_histograms,
+    server_view,
     summarise,
+    throughput_at_slo,
 )
-from loadtest.runner import LoadShape, RequestRecord, require_loopback
+from loadtest.runner import (
+    LoadShape,
+    RequestRecord,
+    RunResult,
+    poisson_arrivals,
+    require_loopback,
+)
 
 
 def test_mix_parses_sizes_and_weights() -> None:
@@ -88,17 +99,101 @@ def test_metrics_deltas_isolate_the_run() -> None:
     assert delta["t_seconds"] == HistogramDelta(5.0, 1.0, [(0.1, 4.0), (float("inf"), 5.0)])
 
 
+def test_bad_jsonl_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"sentence1": "a", "sentence2": "b"}) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2 is not JSON"):
+        read_pairs([bad])
+
+
 def test_summary_counts_only_successes_in_latency_and_throughput() -> None:
     records = [RequestRecord(i * 0.1, 0.010 * (i + 1), 200, 2) for i in range(10)]
     records += [RequestRecord(1.0, 0.001, 429, 2), RequestRecord(1.0, 5.0, 0, 1, "ReadTimeout")]
-    summary = summarise(records, "10 req/s open-loop", duration_s=10.0)
+    shape = LoadShape("open", 10.0, rate=10.0)
+    summary = summarise(RunResult(records, elapsed_s=6.0), shape)
+    assert summary.offered == "10 req/s open-loop"
+    assert (summary.mode, summary.offered_load) == ("open", 10.0)
     assert summary.requests == 12
     assert summary.statuses == {"200": 10, "429": 1, "0": 1}
     assert summary.errors == {"ReadTimeout": 1}
     assert summary.inputs == 20
-    assert summary.throughput_rps == pytest.approx(1.0)
+    # Throughput is over the run's own wall time, not the duration bound it was given.
+    assert summary.throughput_rps == pytest.approx(10 / 6)
+    assert summary.throughput_inputs_per_s == pytest.approx(20 / 6)
     assert summary.latency_ms["max"] == pytest.approx(100.0)
     assert summary.latency_ms["p50"] == pytest.approx(55.0)
+    assert summary.latency_ms["p90"] == pytest.approx(91.0)
+    assert not summary.all_ok
+
+
+def test_server_view_reports_seconds_in_ms_and_counts_as_they_are() -> None:
+    view = server_view(
+        {
+            "x_seconds": HistogramDelta(4.0, 0.2, [(0.05, 2.0), (0.1, 4.0), (float("inf"), 4.0)]),
+            "x_batch_size": HistogramDelta(
+                2.0, 10.0, [(4.0, 1.0), (8.0, 2.0), (float("inf"), 2.0)]
+            ),
+            "idle_seconds": HistogramDelta(0.0, 0.0, []),
+        }
+    )
+    assert set(view) == {"x_seconds", "x_batch_size"}
+    assert view["x_seconds"] == {"count": 4.0, "sum": 200.0, "mean": 50.0, "p50": 50.0, "p99": 99.0}
+    assert view["x_batch_size"]["mean"] == 5.0
+    assert view["x_batch_size"]["p50"] == 4.0
+
+
+def _run(load: float, rps: float, p99: float | None, statuses: dict[str, int]) -> RunSummary:
+    latency: dict[str, float | None] = {k: p99 for k in ("p50", "p90", "p99", "p99.9", "max")}
+    return RunSummary(
+        offered=f"{load:g} req/s open-loop",
+        mode="open",
+        offered_load=load,
+        duration_s=1.0,
+        requests=sum(statuses.values()),
+        inputs=0,
+        throughput_rps=rps,
+        throughput_inputs_per_s=rps,
+        latency_ms=latency,
+        statuses=statuses,
+        errors={},
+    )
+
+
+def test_throughput_at_slo_takes_the_best_run_that_met_it_without_errors() -> None:
+    runs = [
+        _run(10, 9.8, 40.0, {"200": 100}),
+        _run(20, 19.5, 90.0, {"200": 200}),
+        _run(40, 30.0, 180.0, {"200": 390, "429": 10}),  # fast enough, but shed load
+        _run(80, 31.0, 900.0, {"200": 800}),  # answered everything, too late
+    ]
+    best = throughput_at_slo(runs, p99_ms=250.0)
+    assert best is runs[1]
+    assert throughput_at_slo(runs, p99_ms=10.0) is None
+    table = markdown_table(runs, slo_p99_ms=250.0)
+    assert "Throughput at p99 <= 250 ms (all requests 200): 19.5 req/s" in table
+    assert "no run met it" in markdown_table(runs, slo_p99_ms=10.0)
+
+
+def test_poisson_arrivals_are_seeded_and_bounded() -> None:
+    by_count = poisson_arrivals(50.0, 0.0, 200, random.Random(1))
+    assert len(by_count) == 200
+    assert by_count == sorted(by_count)
+    assert by_count == poisson_arrivals(50.0, 0.0, 200, random.Random(1))
+    assert by_count != poisson_arrivals(50.0, 0.0, 200, random.Random(2))
+    by_duration = poisson_arrivals(50.0, 2.0, None, random.Random(1))
+    assert by_duration == [t for t in by_count if t <= 2.0]
+    assert by_duration[-1] <= 2.0
+    assert poisson_arrivals(50.0, 2.0, 5, random.Random(1)) == by_count[:5]
+
+
+def test_poisson_arrivals_have_the_asked_rate_and_exponential_gaps() -> None:
+    arrivals = poisson_arrivals(200.0, 0.0, 20_000, random.Random(0))
+    gaps = [b - a for a, b in zip([0.0, *arrivals], arrivals, strict=False)]
+    mean = sum(gaps) / len(gaps)
+    assert mean == pytest.approx(1 / 200.0, rel=0.03)
+    # Exponential: the standard deviation equals the mean; regular ticks would give 0.
+    std = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert std == pytest.approx(mean, rel=0.05)
 
 
 def test_shapes_and_targets_are_checked() -> None:
@@ -106,6 +201,24 @@ def test_shapes_and_targets_are_checked() -> None:
         LoadShape("open", 10)
     with pytest.raises(ValueError, match="concurrency >= 1"):
         LoadShape("closed", 10)
-    require_loopback("http://127.0.0.1:8000", allow_remote=False)
+    with pytest.raises(ValueError, match="duration or a request count"):
+        LoadShape("open", 0, rate=1)
+    with pytest.raises(ValueError, match="request bound"):
+        LoadShape("open", 1, rate=1, max_requests=0)
+    with pytest.raises(ValueError, match="duration must be >= 0"):
+        LoadShape("open", -1, rate=1)
+    assert LoadShape("closed", 0, concurrency=3, max_requests=9).offered_load == 3.0
+    for url in (
+        "http://127.0.0.1:8000",
+        "http://127.3.0.1",
+        "http://localhost:1",
+        "http://[::1]:80",
+    ):
+        require_loopback(url, allow_remote=False)
     with pytest.raises(ValueError, match="--allow-remote"):
         require_loopback("http://10.0.0.5:8000", allow_remote=False)
+    with pytest.raises(ValueError, match="--allow-remote"):
+        require_loopback("http://127.0.0.1.example.com", allow_remote=False)
+    with pytest.raises(ValueError, match="not an http"):
+        require_loopback("127.0.0.1:8000", allow_remote=False)
+    require_loopback("http://10.0.0.5:8000", allow_remote=True)
