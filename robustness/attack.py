@@ -129,6 +129,7 @@ class AttackResult:
     original_probability: float  # of original_label, on the clean input
     final_label: int
     final_probability: float  # of original_label, on the returned text
+    final_probabilities: tuple[float, ...]  # every label's, on the returned text
     stop: StopReason
 
 
@@ -334,6 +335,7 @@ def search(
             original_probability=original_p,
             final_label=_argmax(final),
             final_probability=float(final[label]),
+            final_probabilities=tuple(float(p) for p in final),
             stop=stop,
         )
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from service.errors import openapi_error_responses
-from service.probe import run
+from service.probe import attack, run
+from service.probe.attack_spec import refuse_in_comparison
 from service.probe.jobs import Job, JobStore
 from service.probe.language import InputLanguageDetector
 from service.probe.schemas import (
@@ -79,7 +80,7 @@ async def probe_model(model: str, body: ProbeRequest, request: Request) -> Probe
     context = _probe_state(request).context
     loaded = ready_model(request, model)
     specs = await run.checked(body, [loaded], context, run.request_limits(context.settings))
-    return await run.probe(loaded, body, specs, context)
+    return await attack.probe(loaded, body, specs, context)
 
 
 @probe_router.post(
@@ -91,6 +92,7 @@ async def probe_model(model: str, body: ProbeRequest, request: Request) -> Probe
 async def compare_models(body: CompareRequest, request: Request) -> CompareResponse:
     context = _probe_state(request).context
     a, b = ready_model(request, body.model_a), ready_model(request, body.model_b)
+    refuse_in_comparison(body.perturbations)
     specs = await run.checked(body, [a, b], context, run.request_limits(context.settings))
     return await run.compare(a, b, body, specs, context)
 
@@ -113,11 +115,12 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
         job = state.jobs.submit(
             "probe",
             [model.name],
-            lambda job: run.probe(model, body, specs, context, job.progress, job.set_partial),
+            lambda job: attack.probe(model, body, specs, context, job.progress, job.set_partial),
         )
     else:
         assert body.model_a is not None and body.model_b is not None  # JobRequest checked it
         a, b = ready_model(request, body.model_a), ready_model(request, body.model_b)
+        refuse_in_comparison(body.perturbations)
         specs = await run.checked(body, [a, b], context, limits)
         job = state.jobs.submit(
             "compare",

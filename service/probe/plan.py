@@ -19,8 +19,10 @@ from robustness import (
     resolve,
 )
 from robustness.apply import Target
+from robustness.attack import ATTACK_NAME, AttackConfig
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.probe.attack_spec import ATTACK, attack_config
 from service.probe.language import UNDETERMINED
 from service.probe.schemas import PerturbationRequest, ProbeInput
 
@@ -32,6 +34,7 @@ class ProbeSpec:
     severity: float
     samples: int
     target: Target
+    attack: AttackConfig | None = None  # an attack search: no samples, run after the others
 
     @property
     def spec(self) -> PerturbationSpec:
@@ -101,8 +104,13 @@ def check_perturbations(
     seen: dict[tuple[str, float, str], int] = {}
     for index, item in enumerate(requested):
         where = f"perturbations[{index}]"
+        config = attack_config(index, item) if item.family == ATTACK_NAME else None
         try:
-            family = resolve(item.family, item.severity, has_pair=pair_model)
+            family = (
+                ATTACK
+                if config is not None
+                else resolve(item.family, item.severity, has_pair=pair_model)
+            )
         except PerturbationSpecError as error:
             raise InvalidInput(
                 f"{where}.{error.field}: {error}",
@@ -117,7 +125,8 @@ def check_perturbations(
         if key in seen:
             raise InvalidInput(f"{where} repeats perturbations[{seen[key]}]: drop one of them")
         seen[key] = index
-        specs.append(ProbeSpec(index, family, float(item.severity), item.samples, item.target))
+        samples = 0 if config is not None else item.samples
+        specs.append(ProbeSpec(index, family, float(item.severity), samples, item.target, config))
     return specs
 
 
@@ -164,12 +173,17 @@ def check_size(n_inputs: int, specs: Sequence[ProbeSpec], n_models: int, limits:
             f"({limits.inputs_setting}): {limits.advice}"
         )
     samples = sum(spec.samples for spec in specs)
-    needed = n_inputs * samples * n_models
+    # An attack may use its whole query budget on every input.
+    queries = sum(spec.attack.query_budget for spec in specs if spec.attack is not None)
+    needed = n_inputs * (samples + queries) * n_models
     if needed > limits.max_evaluations:
         models = f" x {n_models} models" if n_models > 1 else ""
+        per_input = f"{samples} samples over all perturbations"
+        if queries:
+            per_input = f"({per_input} + {queries} attack queries)"
         raise PayloadTooLarge(
-            f"this probe needs {needed} perturbed evaluations ({n_inputs} inputs x {samples} "
-            f"samples over all perturbations{models}); the limit is {limits.max_evaluations} "
+            f"this probe needs {needed} perturbed evaluations ({n_inputs} inputs x {per_input}"
+            f"{models}); the limit is {limits.max_evaluations} "
             f"({limits.evaluations_setting}): send fewer inputs or samples, or {limits.advice}"
         )
 

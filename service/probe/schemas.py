@@ -44,6 +44,29 @@ class PerturbationRequest(_Request):
     target: Literal["both", "text", "text_pair"] = Field(
         default="both", description="for text families on pairs: which sentence(s) to edit"
     )
+    query_budget: int | None = Field(
+        default=None,
+        ge=2,
+        description='family "attack" only: model queries per input, the clean one included '
+        "(default 100); severity is then the largest share of words edited and samples the "
+        "candidates per edit family and word",
+    )
+    edits: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description='family "attack" only: the label-preserving text families to draw edits '
+        "from, tried in this order (default: character edits, keyboard typos, homoglyphs, "
+        "diacritics)",
+    )
+
+    @model_validator(mode="after")
+    def _attack_options(self) -> PerturbationRequest:
+        if self.family != "attack" and (self.query_budget is not None or self.edits is not None):
+            raise ValueError(
+                f'query_budget and edits are options of family "attack"; family '
+                f"{self.family!r} takes family, severity, samples and target"
+            )
+        return self
 
 
 class ProbeRequest(_Request):
@@ -220,7 +243,7 @@ class PerturbationInfo(BaseModel):
     severity: float
     samples: int
     target: str
-    kind: Literal["invariance", "directional"]
+    kind: Literal["invariance", "directional", "attack"]
     description: str
     note: str | None = None
 
@@ -265,6 +288,61 @@ class ProbeReport(BaseModel):
     timing: Timing = Field(description="the only part that differs between repeated probes")
 
 
+class WordEditOut(BaseModel):
+    field: Literal["text", "text_pair"]
+    start: int = Field(description="character offset of the word in the original sentence")
+    original: str
+    edited: str
+    family: str
+
+
+class AttackResultOut(BaseModel):
+    input_index: int
+    id: str | None
+    lang: str
+    success: bool = Field(description="the edit flipped the clean prediction")
+    stop: Literal["flipped", "budget", "exhausted", "max_words", "no_words"] = Field(
+        description="why the search ended: a flip, the query budget, no word left to try, "
+        "the severity's word cap, or no editable word"
+    )
+    queries: int = Field(description="model queries used, the clean one included")
+    words: int = Field(description="words the search could edit")
+    words_changed: int
+    original: TextPairOut
+    adversarial: TextPairOut = Field(description="the minimal flipping edit, or the best found")
+    edits: list[WordEditOut]
+    clean_prediction: LabelProbability
+    final_prediction: LabelProbability
+    original_label_probability: float = Field(
+        description="probability of the clean prediction's label on the adversarial text"
+    )
+
+
+class AttackSummary(BaseModel):
+    group: str = Field(description='"all", a language or a script')
+    n_inputs: int
+    success_rate: Interval = Field(description="inputs whose prediction the search flipped")
+    success_rate_on_correct: Interval = Field(
+        description="among inputs with a gold label the clean prediction got right"
+    )
+    queries_per_input: Interval
+    words_changed: Interval = Field(description="mean words edited, over successful inputs")
+    clean_predictions: PredictionDistribution
+
+
+class AttackReport(BaseModel):
+    perturbation: int = Field(description="index into `perturbations`")
+    spec_version: str
+    severity: float = Field(description="the largest share of words an edit may change")
+    query_budget: int
+    edits: list[str]
+    candidates_per_family: int
+    overall: AttackSummary
+    by_language: list[AttackSummary]
+    by_script: list[AttackSummary]
+    results: list[AttackResultOut]
+
+
 class ProbeResponse(ProbeReport):
     model: ModelInfo
     evaluations: EvaluationCounts
@@ -272,6 +350,9 @@ class ProbeResponse(ProbeReport):
     scripts: list[GroupSummary]
     invariance: CellViews[RobustnessCell]
     directional: CellViews[DirectionalCell]
+    attacks: list[AttackReport] = Field(
+        default_factory=list, description='one per "attack" perturbation, in request order'
+    )
 
 
 class ModelCellStats(BaseModel):

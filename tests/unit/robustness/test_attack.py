@@ -21,8 +21,6 @@ from robustness.attack import (
 from robustness.registry import PerturbationSpecError
 from robustness.segment import count_orphans
 
-WORD = regex.compile(r"\X", regex.V1)
-
 
 class Counting:
     """A model that records every query it gets, so query counts can be checked against it."""
