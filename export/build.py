@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from export.bundle import (
     TOKENIZER_NAME,
     BundleManifest,
     Evaluation,
+    FileDigest,
     ModelVariant,
     ParityReport,
     Precision,
@@ -23,23 +24,37 @@ from export.bundle import (
     digest_file,
     write_manifest,
 )
-from export.features import BundleTokenizer, TextPair
+from export.model_card import MODEL_CARD_NAME, render_model_card
 from export.onnx_export import export_sequence_classifier
+from export.parity import (
+    DEFAULT_GATES,
+    EncodedSample,
+    Gate,
+    GateName,
+    ParitySample,
+    compare,
+    encode_sample,
+    onnx_logits,
+    reference_logits,
+)
+from export.variants import (
+    EXTERNAL_DATA_THRESHOLD,
+    OptimizeLevel,
+    convert_fp16,
+    external_files,
+    onnx_bytes,
+    optimize_fp32,
+    quantize_int8,
+    read_model_shape,
+    store,
+)
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model.onnx"
 OPTIMIZED_MODEL_NAME = "model.optimized.onnx"
+FP16_MODEL_NAME = "model.fp16.onnx"
 INT8_MODEL_NAME = "model.int8.onnx"
-# fp32 ONNX Runtime vs PyTorch differ only by kernel summation order: 1e-4 on logits is generous
-# for correct graphs and far below any difference that could change a prediction's meaning. The
-# fused (optimised) fp32 graph computes the same function, so it is held to the same tolerance.
-FP32_LOGIT_TOLERANCE = 1e-4
-# Dynamic int8 rounds every weight and activation, so logits move by far more than 1e-4; what must
-# survive is the decision. 0.98 allows one flip in fifty on a borderline pair; the logit limit is
-# only a guard against a graph that agrees on argmax by luck while its logits are nonsense.
-INT8_MIN_ARGMAX_AGREEMENT = 0.98
-INT8_LOGIT_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,92 +74,25 @@ def read_checkpoint_info(checkpoint_dir: Path) -> CheckpointInfo:
     return CheckpointInfo(labels=labels, max_sequence_length=max_length)
 
 
-def reference_logits(checkpoint_dir: Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-    """The PyTorch checkpoint's logits on exactly these feeds, and a name for the reference."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint_dir).eval()
-    with torch.inference_mode():
-        logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-    return logits, f"PyTorch checkpoint ({torch.__version__})"
-
-
-def onnx_logits(
-    onnx_path: Path, tokenizer_path: Path, pairs: Sequence[TextPair], max_length: int
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """ONNX Runtime logits of a graph on the pairs, encoded by the bundle's own tokenizer."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    graph_inputs = [i.name for i in session.get_inputs()]
-    tokenizer = BundleTokenizer.from_file(
-        tokenizer_path, max_length=max_length, input_names=graph_inputs
-    )
-    feeds = tokenizer.encode(pairs).feeds
-    return np.asarray(session.run(None, feeds)[0]), feeds
-
-
-def compare_logits(
-    candidate: np.ndarray,
-    reference: np.ndarray,
-    *,
-    reference_name: str,
-    tolerance: float,
-    min_argmax_agreement: float = 1.0,
-) -> ParityReport:
-    """Max |logit diff| and argmax agreement of a variant against the reference logits."""
-    max_diff = float(np.max(np.abs(candidate - reference)))
-    agreement = float(np.mean(candidate.argmax(-1) == reference.argmax(-1)))
-    return ParityReport(
-        reference=reference_name,
-        max_abs_logit_diff=max_diff,
-        argmax_agreement=agreement,
-        n_examples=len(reference),
-        tolerance=tolerance,
-        passed=max_diff <= tolerance and agreement >= min_argmax_agreement,
-    )
-
-
-def check_parity(
-    checkpoint_dir: Path,
-    onnx_path: Path,
-    tokenizer_path: Path,
-    pairs: Sequence[TextPair],
-    max_length: int,
-    tolerance: float,
-    min_argmax_agreement: float = 1.0,
-) -> ParityReport:
-    """Compare ONNX Runtime logits with the PyTorch checkpoint on the same token ids."""
-    candidate, feeds = onnx_logits(onnx_path, tokenizer_path, pairs, max_length)
-    reference, reference_name = reference_logits(checkpoint_dir, feeds)
-    return compare_logits(
-        candidate,
-        reference,
-        reference_name=reference_name,
-        tolerance=tolerance,
-        min_argmax_agreement=min_argmax_agreement,
-    )
-
-
 class ParityError(RuntimeError):
-    """The exported graph disagrees with its checkpoint beyond tolerance; nothing is written."""
+    """The plain fp32 graph disagrees with its checkpoint beyond tolerance; nothing is written."""
 
 
 @dataclass(frozen=True)
-class CpuVariants:
-    """Which CPU variants to try beside the plain fp32 export, and the gates they must pass.
+class ExportOptions:
+    """Which variants to build beside the plain fp32 export, the gates they face, how to store them.
 
     A fused graph that passes replaces the plain export as the bundle's fp32 variant (a bundle holds
-    one file per precision); int8 is quantized from whichever fp32 graph won.
+    one file per precision); fp16 and int8 are made from whichever fp32 graph won.
     """
 
-    optimize: bool = False
+    optimize: OptimizeLevel | None = None
+    fp16: bool = False
     int8: bool = False
     keep_word_embeddings_fp32: bool = True
-    fp32_tolerance: float = FP32_LOGIT_TOLERANCE
-    int8_tolerance: float = INT8_LOGIT_TOLERANCE
-    int8_min_argmax_agreement: float = INT8_MIN_ARGMAX_AGREEMENT
+    gates: Mapping[GateName, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
+    # Graphs above this many bytes keep their weights in `<file>_data`; tests lower it.
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -160,143 +108,127 @@ class BuildResult:
     rejected: list[RejectedVariant] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    num_heads: int
-    hidden_size: int
-
-
-def read_model_shape(checkpoint_dir: Path) -> ModelShape:
-    """Attention heads and hidden size the ORT transformer optimiser needs to fuse attention."""
-    config = json.loads((checkpoint_dir / "config.json").read_text(encoding="utf-8"))
-    return ModelShape(
-        num_heads=int(config["num_attention_heads"]), hidden_size=int(config["hidden_size"])
-    )
-
-
-def optimize_fp32(source: Path, target: Path, shape: ModelShape) -> str:
-    """Fuse attention/LayerNorm/GELU with the ORT transformer optimiser; returns a description."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    optimized = optimize_model(
-        str(source), model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size
-    )
-    optimized.save_model_to_file(str(target))
-    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-    return (
-        f"onnxruntime.transformers optimize_model bert (num_heads={shape.num_heads}, "
-        f"hidden_size={shape.hidden_size}); fused {fused}"
-    )
-
-
-_EMBEDDING_LOOKUPS = frozenset({"Gather", "EmbedLayerNormalization"})
-
-
-def word_embedding_nodes(model_path: Path) -> list[str]:
-    """Nodes that look up `input_ids` in a weight table: the word embeddings (plain or fused)."""
-    import onnx
-
-    model = onnx.load(str(model_path))
-    weights = {init.name for init in model.graph.initializer}
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type in _EMBEDDING_LOOKUPS
-        and "input_ids" in node.input
-        and weights.intersection(node.input)
-    ]
-
-
-def quantize_int8(source: Path, target: Path, *, keep_word_embeddings_fp32: bool) -> str:
-    """Dynamic int8 (QInt8 weights, activations quantized at run time); returns a description."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    excluded = word_embedding_nodes(source) if keep_word_embeddings_fp32 else []
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded,
-        # ONNX shape inference cannot type the outputs of ORT's fused contrib ops (Attention,
-        # SkipLayerNormalization); everything in these graphs is float, so say so.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    kept = f"word embeddings kept fp32 ({', '.join(excluded)})" if excluded else "all quantized"
-    return f"onnxruntime.quantization quantize_dynamic QInt8 weights; {kept}"
-
-
-def _rejection(name: str, parity: ParityReport, min_agreement: float) -> RejectedVariant:
+def _rejection(name: str, parity: ParityReport) -> RejectedVariant:
     reason = (
-        f"{name} failed its parity gate: max |logit diff| {parity.max_abs_logit_diff:.2e} "
-        f"(limit {parity.tolerance:.0e}), argmax agreement {parity.argmax_agreement:.3f} "
-        f"(minimum {min_agreement:.2f}) on {parity.n_examples} examples"
+        f"{name} failed its parity gate on {parity.n_examples} inputs: "
+        f"{'; '.join(parity.failures)} (gate: max |logit diff| <= {parity.tolerance:g}, argmax "
+        f"agreement >= {parity.min_argmax_agreement:g}, accuracy drop <= "
+        f"{parity.max_accuracy_drop:g} per language)"
     )
     logger.warning("not writing %s", reason)
     return RejectedVariant(name=name, reason=reason, parity=parity)
 
 
-def _variant(
-    staging: Path, path: str, precision: Precision, parity: ParityReport, optimization: str | None
-) -> ModelVariant:
-    return ModelVariant(
-        **digest_file(staging, path).model_dump(),
-        precision=precision,
-        optimization=optimization,
-        parity=parity,
-    )
+@dataclass
+class _Staging:
+    """The bundle being assembled: its folder, parity inputs and reference logits (computed once)."""
+
+    root: Path
+    encoded: EncodedSample
+    reference: np.ndarray
+    reference_name: str
+    options: ExportOptions
+
+    def external(self, source: str) -> bool:
+        return onnx_bytes(self.root / source) > self.options.external_data_threshold
+
+    def gate(self, path: str, gate: GateName) -> ParityReport:
+        return compare(
+            onnx_logits(self.root / path, self.encoded),
+            self.reference,
+            self.encoded.sample,
+            self.options.gates[gate],
+            reference_name=self.reference_name,
+        )
+
+    def variant(
+        self, path: str, precision: Precision, parity: ParityReport, how: str | None
+    ) -> ModelVariant:
+        external = store(self.root / path, self.options.external_data_threshold)
+        return ModelVariant(
+            **digest_file(self.root, path).model_dump(),
+            precision=precision,
+            external_data=[digest_file(self.root, name) for name in external],
+            optimization=how,
+            parity=parity,
+        )
+
+    def remove(self, path: str) -> None:
+        for name in external_files(self.root / path):
+            (self.root / name).unlink()
+        (self.root / path).unlink()
+
+    def try_variant(
+        self,
+        name: str,
+        path: str,
+        precision: Precision,
+        make: Callable[[], str],
+        gate: GateName | None = None,
+    ) -> ModelVariant | RejectedVariant:
+        how = make()
+        parity = self.gate(path, gate or precision)
+        if parity.passed:
+            return self.variant(path, precision, parity, how)
+        self.remove(path)
+        return _rejection(name, parity)
 
 
-def _cpu_variants(
-    staging: Path,
-    checkpoint_dir: Path,
-    base: ModelVariant,
-    parity_sample: Sequence[TextPair],
-    max_length: int,
-    options: CpuVariants,
+def _build_variants(
+    staging: _Staging, checkpoint_dir: Path, base: ModelVariant
 ) -> tuple[list[ModelVariant], list[RejectedVariant]]:
     """Build, gate and keep (or delete) the optional variants; the first model is the fp32 one."""
-    tokenizer_path = staging / TOKENIZER_NAME
+    options = staging.options
+    root = staging.root
     fp32 = base
-    rejected: list[RejectedVariant] = []
-
-    def gate(path: str, tolerance: float, min_agreement: float) -> ParityReport:
-        candidate, feeds = onnx_logits(staging / path, tokenizer_path, parity_sample, max_length)
-        reference, reference_name = reference_logits(checkpoint_dir, feeds)
-        return compare_logits(
-            candidate,
-            reference,
-            reference_name=reference_name,
-            tolerance=tolerance,
-            min_argmax_agreement=min_agreement,
+    built: list[ModelVariant | RejectedVariant] = []
+    if options.optimize is not None:
+        level = options.optimize
+        outcome = staging.try_variant(
+            f"optimised fp32 ({level})",
+            OPTIMIZED_MODEL_NAME,
+            "fp32",
+            lambda: optimize_fp32(
+                root / MODEL_NAME,
+                root / OPTIMIZED_MODEL_NAME,
+                read_model_shape(checkpoint_dir),
+                level,
+                external=staging.external(MODEL_NAME),
+            ),
+            gate="fp32-O3" if level == "O3" else "fp32",
         )
-
-    if options.optimize:
-        how = optimize_fp32(
-            staging / MODEL_NAME, staging / OPTIMIZED_MODEL_NAME, read_model_shape(checkpoint_dir)
-        )
-        parity = gate(OPTIMIZED_MODEL_NAME, options.fp32_tolerance, 1.0)
-        if parity.passed:
-            fp32 = _variant(staging, OPTIMIZED_MODEL_NAME, "fp32", parity, how)
-            (staging / MODEL_NAME).unlink()
+        if isinstance(outcome, ModelVariant):
+            fp32 = outcome
+            staging.remove(MODEL_NAME)
         else:
-            rejected.append(_rejection("optimised fp32", parity, 1.0))
-            (staging / OPTIMIZED_MODEL_NAME).unlink()
-    models = [fp32]
+            built.append(outcome)
+    if options.fp16:
+        built.append(
+            staging.try_variant(
+                "fp16",
+                FP16_MODEL_NAME,
+                "fp16",
+                lambda: convert_fp16(
+                    root / fp32.path, root / FP16_MODEL_NAME, external=staging.external(fp32.path)
+                ),
+            )
+        )
     if options.int8:
-        how = quantize_int8(
-            staging / fp32.path,
-            staging / INT8_MODEL_NAME,
-            keep_word_embeddings_fp32=options.keep_word_embeddings_fp32,
+        built.append(
+            staging.try_variant(
+                "int8",
+                INT8_MODEL_NAME,
+                "int8",
+                lambda: quantize_int8(
+                    root / fp32.path,
+                    root / INT8_MODEL_NAME,
+                    keep_word_embeddings_fp32=options.keep_word_embeddings_fp32,
+                    external=staging.external(fp32.path),
+                ),
+            )
         )
-        minimum = options.int8_min_argmax_agreement
-        parity = gate(INT8_MODEL_NAME, options.int8_tolerance, minimum)
-        if parity.passed:
-            models.append(_variant(staging, INT8_MODEL_NAME, "int8", parity, how))
-        else:
-            rejected.append(_rejection("int8", parity, minimum))
-            (staging / INT8_MODEL_NAME).unlink()
-    return models, rejected
+    models = [fp32, *(b for b in built if isinstance(b, ModelVariant))]
+    return models, [b for b in built if isinstance(b, RejectedVariant)]
 
 
 def build_bundle(
@@ -307,7 +239,7 @@ def build_bundle(
     version: str,
     task: Task,
     provenance: Provenance,
-    parity_sample: Sequence[TextPair],
+    parity_sample: ParitySample,
     evaluation: Sequence[Evaluation] = (),
 ) -> BundleManifest:
     """Export, parity-check and describe a checkpoint as an fp32-only bundle in `bundle_dir`."""
@@ -331,18 +263,19 @@ def export_bundle(
     version: str,
     task: Task,
     provenance: Provenance,
-    parity_sample: Sequence[TextPair],
+    parity_sample: ParitySample,
     evaluation: Sequence[Evaluation] = (),
-    variants: CpuVariants | None = None,
+    options: ExportOptions | None = None,
 ) -> BuildResult:
-    """Export, parity-check and describe a checkpoint (plus optional CPU variants) as a bundle.
+    """Export, parity-check and describe a checkpoint (plus optional variants) as a bundle.
 
     The directory is assembled in a sibling staging folder and moved into place only when the
-    fp32 parity check passes, so a failed export never leaves a half-written bundle behind. An
-    optional variant that fails its own gate is left out and reported in `BuildResult.rejected`.
+    plain fp32 graph passes its gate, so a failed export never leaves a half-written bundle behind.
+    An optional variant that fails its own gate is left out and reported in `BuildResult.rejected`.
     """
-    if not parity_sample:
-        raise ValueError("parity_sample must hold at least one input")
+    options = options or ExportOptions()
+    if not parity_sample.examples:
+        raise ValueError("the parity sample must hold at least one input")
     info = read_checkpoint_info(checkpoint_dir)
     if len(info.labels) < 2:
         raise ValueError(f"{checkpoint_dir}/config.json has no id2label with at least two labels")
@@ -350,37 +283,25 @@ def export_bundle(
     if not tokenizer_source.is_file():
         raise FileNotFoundError(f"{tokenizer_source} is missing: save the tokenizer with the model")
 
-    staging = bundle_dir.with_name(bundle_dir.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    root = bundle_dir.with_name(bundle_dir.name + ".staging")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     try:
-        shutil.copyfile(tokenizer_source, staging / TOKENIZER_NAME)
-        graph = export_sequence_classifier(checkpoint_dir, staging / MODEL_NAME)
-        parity = check_parity(
-            checkpoint_dir,
-            graph.path,
-            staging / TOKENIZER_NAME,
-            parity_sample,
-            info.max_sequence_length,
-            FP32_LOGIT_TOLERANCE,
+        shutil.copyfile(tokenizer_source, root / TOKENIZER_NAME)
+        graph = export_sequence_classifier(checkpoint_dir, root / MODEL_NAME)
+        encoded = encode_sample(
+            parity_sample, root / TOKENIZER_NAME, info.max_sequence_length, graph.input_names
         )
+        reference, reference_name = reference_logits(checkpoint_dir, encoded)
+        staging = _Staging(root, encoded, reference, reference_name, options)
+        parity = staging.gate(MODEL_NAME, "fp32")
         if not parity.passed:
             raise ParityError(
-                f"fp32 ONNX graph disagrees with {checkpoint_dir}: max |logit diff| "
-                f"{parity.max_abs_logit_diff:.2e} (tolerance {FP32_LOGIT_TOLERANCE:.0e}), argmax "
-                f"agreement {parity.argmax_agreement:.3f}"
+                f"the fp32 ONNX graph disagrees with {checkpoint_dir}: "
+                f"{'; '.join(parity.failures)} ({options.gates['fp32'].describe()})"
             )
-        models = [_variant(staging, MODEL_NAME, "fp32", parity, None)]
-        rejected: list[RejectedVariant] = []
-        if variants is not None:
-            models, rejected = _cpu_variants(
-                staging,
-                checkpoint_dir,
-                models[0],
-                parity_sample,
-                info.max_sequence_length,
-                variants,
-            )
+        models = [staging.variant(MODEL_NAME, "fp32", parity, None)]
+        models, rejected = _build_variants(staging, checkpoint_dir, models[0])
         manifest = BundleManifest(
             name=name,
             version=version,
@@ -390,16 +311,24 @@ def export_bundle(
             inputs=graph.input_names,
             outputs=graph.output_names,
             opset=graph.opset,
-            tokenizer=digest_file(staging, TOKENIZER_NAME),
+            tokenizer=digest_file(root, TOKENIZER_NAME),
             models=models,
             provenance=provenance.model_copy(update={"exporter": graph.exporter}),
             evaluation=list(evaluation),
         )
-        write_manifest(staging, manifest)
+        manifest = manifest.model_copy(
+            update={"model_card": _write_card(root, manifest, [r.reason for r in rejected])}
+        )
+        write_manifest(root, manifest)
         if bundle_dir.exists():
             shutil.rmtree(bundle_dir)
-        staging.rename(bundle_dir)
+        root.rename(bundle_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
         raise
     return BuildResult(manifest=manifest, rejected=rejected)
+
+
+def _write_card(root: Path, manifest: BundleManifest, rejected: Sequence[str]) -> FileDigest:
+    (root / MODEL_CARD_NAME).write_text(render_model_card(manifest, rejected), encoding="utf-8")
+    return digest_file(root, MODEL_CARD_NAME)

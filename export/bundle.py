@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_NAME = "bundle.json"
@@ -66,8 +74,14 @@ class ParityReport(_Strict):
     max_abs_logit_diff: float
     argmax_agreement: float = Field(ge=0.0, le=1.0)
     n_examples: int = Field(ge=0)
-    tolerance: float
+    tolerance: float = Field(description="the gate's limit on max_abs_logit_diff")
     passed: bool
+    sample: str = Field(default="", description="which inputs were compared")
+    min_argmax_agreement: float | None = None
+    max_accuracy_drop: float | None = Field(
+        default=None, description="per language, in accuracy units (0.01 is one point)"
+    )
+    failures: list[str] = Field(default_factory=list, description="why the gate failed, if it did")
     per_language: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
@@ -107,6 +121,10 @@ class Provenance(_Strict):
     code_version: str | None = None
     library_versions: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: str | None = Field(default=None, description="checkpoint directory or hub id exported")
+    training_run: dict[str, JsonValue] | None = Field(
+        default=None, description="the training run's polyprobe_run.json, as written"
+    )
 
 
 class BundleManifest(_Strict):
@@ -123,6 +141,7 @@ class BundleManifest(_Strict):
     models: list[ModelVariant] = Field(min_length=1)
     provenance: Provenance
     evaluation: list[Evaluation] = Field(default_factory=list)
+    model_card: FileDigest | None = Field(default=None, description="the bundle's README.md")
 
     @field_validator("labels")
     @classmethod
@@ -158,6 +177,8 @@ class BundleManifest(_Strict):
         for model in self.models:
             yield model
             yield from model.external_data
+        if self.model_card is not None:
+            yield self.model_card
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -9,30 +9,13 @@ from typing import TYPE_CHECKING
 
 from export.build import build_bundle
 from export.bundle import BundleManifest, Evaluation, LanguageResult, Provenance
-from export.features import TextPair
+from export.parity import builtin_sample
 
 if TYPE_CHECKING:
     from training.demo.builder import DemoCheckpoint
 
 DEMO_NAME = "demo"
 DEMO_VERSION = "1"
-
-# Parity inputs in every demo language, one pair per language plus one far over the max length,
-# so the check also covers truncation. Written for this project.
-PARITY_SAMPLE: tuple[TextPair, ...] = (
-    ("The cat sleeps in the garden.", "The cat is asleep in the garden."),
-    ("Der Hund spielt im Park.", "Der Hund schläft im Park."),
-    ("El niño lee un libro.", "El niño lee un libro en casa."),
-    ("Le chat mange du poisson.", "Le chien mange du poisson."),
-    ("猫は庭で寝ています。", "猫が庭で眠っています。"),
-    ("고양이가 정원에서 자요.", "개가 정원에서 자요."),
-    ("猫在花园里睡觉。", "猫在花园里睡觉。"),
-    ("القطة تنام في الحديقة.", "الكلب ينام في الحديقة."),
-    ("बिल्ली बगीचे में सो रही है।", "बिल्ली बगीचे में सो रही है।"),
-    ("แมวนอนอยู่ในสวน", "สุนัขนอนอยู่ในสวน"),
-    ("Кошка спит в саду.", "Собака спит в саду."),
-    ("The cat sleeps in the garden. " * 40, "Кошка спит в саду. " * 40),
-)
 
 
 def build_demo_bundle(
@@ -57,6 +40,7 @@ def demo_bundle_from_checkpoint(
         seeds=[checkpoint.seed],
         data_ids={"corpus_sha256": checkpoint.corpus_sha256, "split": checkpoint.data_description},
         exporter="set by build_bundle",
+        source="training.demo (built in memory)",
         library_versions={
             lib: package_version(lib)
             for lib in ("torch", "transformers", "tokenizers", "onnxruntime", "polyprobe")
@@ -80,6 +64,6 @@ def demo_bundle_from_checkpoint(
         version=version,
         task="pair-classification",
         provenance=provenance,
-        parity_sample=PARITY_SAMPLE,
+        parity_sample=builtin_sample(),
         evaluation=[evaluation],
     )
