@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
@@ -45,6 +46,24 @@ def _publish_model_metrics(state: ServiceState) -> None:
                 model.backend.provider,
                 model.variant.sha256[:12],
             ).set(1)
+
+
+async def _warm_up(state: ServiceState) -> None:
+    """Start every ready model's batcher after one run per length bucket, so /readyz (which
+    answers only once the lifespan has started) never reports a cold model ready."""
+    for name, entry in list(state.models.items()):
+        if entry.model is None:
+            continue
+        try:
+            lengths = await state.engines.add(entry.model)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            logger.error("refusing model %s: warm-up failed: %s", name, exc)
+            state.models[name] = replace(
+                entry, state=ModelState.FAILED, model=None, error=f"warm-up failed: {exc}"
+            )
+            continue
+        logger.info("warmed up %s at lengths %s", name, lengths)
+    _publish_model_metrics(state)
 
 
 class RequestMetricsMiddleware:
@@ -146,11 +165,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.models = await to_thread.run_sync(load_repository, settings, backend_factory)
+        await _warm_up(state)
         state.loaded = True
-        _publish_model_metrics(state)
         ready = [n for n, e in state.models.items() if e.state == ModelState.READY]
         logger.info("serving %d model(s) from %s: %s", len(ready), settings.model_repo, ready)
         yield
+        await state.engines.close()
 
     app = FastAPI(
         title="polyprobe",
@@ -175,7 +195,7 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         metrics.errors.labels(exc.error_type).inc()
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

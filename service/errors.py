@@ -9,10 +9,17 @@ class ApiError(Exception):
     status_code = 500
     error_type = "internal"
 
-    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.error_type, "message": self.message}
@@ -39,6 +46,27 @@ class ModelNotFound(ApiError):
 class ModelUnavailable(ApiError):
     status_code = 503
     error_type = "model_unavailable"
+
+
+class Overloaded(ApiError):
+    """The model's queue holds more tokens than POLYPROBE_MAX_QUEUE_TOKENS: come back later."""
+
+    status_code = 429
+    error_type = "overloaded"
+
+
+class DeadlineExceeded(ApiError):
+    """The answer could not be ready within POLYPROBE_REQUEST_TIMEOUT_MS; a late one is useless."""
+
+    status_code = 503
+    error_type = "deadline_exceeded"
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away while its inputs waited; nobody reads this answer (nginx's 499)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
 
 
 def openapi_error_responses(*documented: tuple[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -1,15 +1,19 @@
-"""Text in, predictions out: tokenize, run the backend in slices, turn logits into predictions."""
+"""Text in, predictions out: validate, tokenize each input, pad batches, turn logits into predictions.
+
+The batcher (service.batcher) decides which inputs run together; this module does the per-input
+and per-batch work it needs, all of it blocking and meant for worker threads.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from export.features import TextPair
+from tokenizers import Tokenizer
 
 from service.errors import InvalidInput, PayloadTooLarge
-from service.metrics import ServiceMetrics
 from service.repository import LoadedModel
 from service.schemas import Prediction, TextInput
 from service.settings import Settings
@@ -84,33 +88,93 @@ def validate_inputs(
     return pairs
 
 
-def predict_pairs(
-    model: LoadedModel, pairs: Sequence[TextPair], settings: Settings, metrics: ServiceMetrics
-) -> list[Prediction]:
-    """Blocking: run it in a worker thread, never on the event loop."""
-    began = time.perf_counter()
-    size = settings.inference_batch_size
-    batches = [model.tokenizer.encode(pairs[i : i + size]) for i in range(0, len(pairs), size)]
-    metrics.tokenize_duration.labels(model.name, model.version).observe(time.perf_counter() - began)
-    truncated_flags = [flag for batch in batches for flag in batch.truncated]
-    if settings.on_overlength == "reject" and any(truncated_flags):
-        too_long = [i for i, cut in enumerate(truncated_flags) if cut]
-        raise PayloadTooLarge(
-            f"inputs {too_long} exceed model {model.name}'s max sequence length of "
-            f"{model.manifest.max_sequence_length} tokens: shorten them (or let the server "
-            "truncate them with POLYPROBE_ON_OVERLENGTH=truncate)"
+def padded_length(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple` (GPU kernels like multiples of 8)."""
+    return -(-length // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class EncodedInput:
+    """One tokenized input, unpadded: the batcher pads it to its batch's longest."""
+
+    ids: np.ndarray  # int64
+    type_ids: np.ndarray  # int64
+    truncated: bool
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+class InputEncoder:
+    """Encodes inputs one by one (no padding) and pads a chosen set of them into one batch.
+
+    It loads the bundle's tokenizer with the same truncation as `export.features.BundleTokenizer`
+    (the parity-checked contract) and pads as it does: `<pad>` ids, attention mask 0, type id 0;
+    only the moment of padding moves, from the request to the batch.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_length: int,
+        input_names: Sequence[str],
+        pad_to_multiple_of: int = 1,
+    ) -> None:
+        pad_id = tokenizer.token_to_id("<pad>")
+        if pad_id is None:
+            raise ValueError("tokenizer has no <pad> token")
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self._pad_id = int(pad_id)
+        self._multiple = pad_to_multiple_of
+        self.max_length = max_length
+        self.input_names = tuple(input_names)
+
+    @classmethod
+    def from_bundle(cls, model: LoadedModel, *, pad_to_multiple_of: int = 1) -> InputEncoder:
+        path = model.location.path / model.manifest.tokenizer.path
+        return cls(
+            Tokenizer.from_file(str(path)),
+            max_length=model.manifest.max_sequence_length,
+            input_names=model.backend.input_names,
+            pad_to_multiple_of=pad_to_multiple_of,
         )
-    predictions: list[Prediction] = []
-    for batch in batches:
-        started = time.perf_counter()
-        logits = model.backend.run(batch.feeds)
-        metrics.inference_duration.labels(model.name, model.version).observe(
-            time.perf_counter() - started
+
+    def encode(self, pairs: Sequence[TextPair]) -> list[EncodedInput]:
+        """Blocking; `tokenizers` encodes the batch in Rust with the GIL released."""
+        encodings = self._tokenizer.encode_batch(
+            [text if pair is None else (text, pair) for text, pair in pairs]
         )
-        predictions.extend(
-            to_predictions(logits, model.manifest.labels, batch.truncated, batch.num_tokens)
+        return [
+            EncodedInput(
+                ids=np.asarray(e.ids, dtype=np.int64),
+                type_ids=np.asarray(e.type_ids, dtype=np.int64),
+                truncated=bool(e.overflowing),
+            )
+            for e in encodings
+        ]
+
+    def collate(self, inputs: Sequence[EncodedInput]) -> dict[str, np.ndarray]:
+        """The ONNX feeds of one batch, padded to its own longest input."""
+        lengths = np.fromiter((item.length for item in inputs), dtype=np.int64, count=len(inputs))
+        width = padded_length(int(lengths.max()), self._multiple)
+        ids = np.full((len(inputs), width), self._pad_id, dtype=np.int64)
+        type_ids = np.zeros((len(inputs), width), dtype=np.int64)
+        for row, item in enumerate(inputs):
+            ids[row, : item.length] = item.ids
+            type_ids[row, : item.length] = item.type_ids
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+        return {name: available[name] for name in self.input_names}
+
+    def dummy_feeds(self, length: int, batch_size: int = 1) -> dict[str, np.ndarray]:
+        """Feeds of `batch_size` rows of `length` real tokens, for warm-up."""
+        row = EncodedInput(
+            ids=np.full(length, self._pad_id, dtype=np.int64),
+            type_ids=np.zeros(length, dtype=np.int64),
+            truncated=False,
         )
-    truncated = sum(p.truncated for p in predictions)
-    if truncated:
-        metrics.truncated_inputs.labels(model.name).inc(truncated)
-    return predictions
+        return self.collate([row] * batch_size)

@@ -9,6 +9,9 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 INPUT_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Padded tokens of one batch: one short input up to a full GPU budget.
+BATCH_TOKEN_BUCKETS = tuple(2**p for p in range(4, 18))
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class ServiceMetrics:
@@ -23,7 +26,7 @@ class ServiceMetrics:
         )
         self.tokenize_duration = Histogram(
             "polyprobe_tokenize_duration_seconds",
-            "Time to tokenize one batch of inputs",
+            "Time to tokenize the inputs of one request (off the event loop)",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -33,6 +36,58 @@ class ServiceMetrics:
             "Time ONNX Runtime spends on one batch",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_duration = Histogram(
+            "polyprobe_queue_wait_duration_seconds",
+            "Time an input waits in its model's queue before its batch starts",
+            ["model", "priority"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "polyprobe_batch_size",
+            "Inputs in one batch the batcher ran",
+            ["model"],
+            buckets=INPUT_COUNT_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_tokens = Histogram(
+            "polyprobe_batch_tokens",
+            "Padded tokens in one batch (batch size x longest input)",
+            ["model"],
+            buckets=BATCH_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.padding_ratio = Histogram(
+            "polyprobe_batch_padding_ratio",
+            "Share of a batch's tokens that are padding",
+            ["model"],
+            buckets=RATIO_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "polyprobe_queue_depth",
+            "Inputs waiting in a model's queue, by priority (predict before probe)",
+            ["model", "priority"],
+            registry=self.registry,
+        )
+        self.queue_tokens = Gauge(
+            "polyprobe_queue_tokens",
+            "Tokens (unpadded) waiting in a model's queue",
+            ["model"],
+            registry=self.registry,
+        )
+        self.in_flight_requests = Gauge(
+            "polyprobe_in_flight_requests",
+            "Requests admitted to a model's batcher and not answered yet",
+            ["model"],
+            registry=self.registry,
+        )
+        self.warmup_batches = Counter(
+            "polyprobe_warmup_batches",
+            "Warm-up runs, one per length bucket, before the model serves",
+            ["model"],
             registry=self.registry,
         )
         self.inputs_per_request = Histogram(

@@ -44,7 +44,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = state.settings
     detector = await to_thread.run_sync(InputLanguageDetector, settings.probe_detect_languages)
     context = run.ProbeContext(
-        settings, state.metrics, detector, CapacityLimiter(settings.probe_worker_threads)
+        settings,
+        state.metrics,
+        detector,
+        CapacityLimiter(settings.probe_worker_threads),
+        engines=state.engines,
     )
     jobs = JobStore(settings.max_probe_jobs)
     app.state.probe = _ProbeState(context, jobs)

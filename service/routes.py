@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.errors import ModelNotFound, ModelUnavailable, openapi_error_responses
-from service.inference import predict_pairs, validate_inputs
+from service.inference import validate_inputs
 from service.repository import LoadedModel, ModelEntry, ModelState
 from service.schemas import ModelDetail, ModelList, ModelSummary, PredictRequest, PredictResponse
 from service.state import ServiceState
@@ -21,7 +20,8 @@ _ERRORS = openapi_error_responses(
     (404, "Unknown model"),
     (413, "Too many inputs, text too long, or over the max sequence length in reject mode"),
     (422, "Invalid input; the message says which input and what to change"),
-    (503, "The model is known but failed to load"),
+    (429, "The model's queue is full (POLYPROBE_MAX_QUEUE_TOKENS); see Retry-After"),
+    (503, "The model failed to load, or no answer within POLYPROBE_REQUEST_TIMEOUT_MS"),
 )
 
 
@@ -67,15 +67,27 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
     responses=_ERRORS,
     summary="Classify texts or text pairs",
 )
-async def predict(model: str, body: PredictRequest, request: Request) -> PredictResponse:
+async def predict(
+    model: str, body: PredictRequest, request: Request, response: Response
+) -> PredictResponse:
+    """Stage times (milliseconds) come back as x-tokenize-time, x-queue-time, x-inference-time,
+    with x-batch-size the largest batch that carried one of the inputs."""
     state = _state(request)
     loaded = ready_model(request, model)
     pairs = validate_inputs(body.inputs, loaded, state.settings)
     state.metrics.inputs_per_request.labels(loaded.name).observe(len(pairs))
-    predictions = await to_thread.run_sync(
-        predict_pairs, loaded, pairs, state.settings, state.metrics
+
+    async def until_disconnected() -> None:
+        # The body is read, so the next ASGI message is the disconnect (or the end of the
+        # response, when the watch is cancelled first).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    result = await state.engines.get(loaded).predict(pairs, until_disconnected=until_disconnected)
+    response.headers.update(result.times.headers())
+    return PredictResponse(
+        model=loaded.name, version=loaded.version, predictions=result.predictions
     )
-    return PredictResponse(model=loaded.name, version=loaded.version, predictions=predictions)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="Models in the repository")

@@ -35,7 +35,33 @@ class Settings(BaseSettings):
         default="truncate",
         description="inputs longer than the model's max sequence length: truncate and flag, or 413",
     )
-    inference_batch_size: int = Field(default=32, ge=1, description="inputs per ONNX Runtime call")
+    inference_batch_size: int = Field(
+        default=32, ge=1, description="most inputs the batcher puts in one ONNX Runtime call"
+    )
+    batch_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="token budget of one batch, counting padding (inputs x longest input)",
+    )
+    batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="under load, how long a short batch may wait to fill (never when idle)",
+    )
+    max_queue_tokens: int = Field(
+        default=65_536,
+        ge=1,
+        description="tokens of predictions queued per model; beyond them 429 with Retry-After",
+    )
+    request_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="prediction deadline: 503 rather than a later answer; 0: none",
+    )
+    strict_readiness: bool = Field(
+        default=True, description="/readyz is 200 only when every model in the repository loaded"
+    )
     strict_readiness: bool = Field(
         default=True, description="/readyz is 200 only when every model in the repository loaded"
     )

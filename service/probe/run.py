@@ -1,10 +1,11 @@
 """Running probes against served models: the one part of service.probe that calls a model.
 
-Model calls go through `predict_pairs`, as predictions do, so tokenisation, truncation and the
-latency metrics behave the same. They run in worker threads, in length-sorted batches, clean
-inputs first and then one perturbation spec after another, so a job can show partial results.
-A shared limiter caps the probe work running at once (planning and statistics included), so
-probes queue behind each other instead of crowding out prediction traffic.
+Model calls go through the model's batcher, as predictions do, at probe priority: a batch of
+probe inputs runs only when no prediction waits, so probes never hold predictions up by more
+than the batch already running. Tokenisation, truncation and the latency metrics behave the
+same. Chunks go in length order, clean inputs first and then one perturbation spec after
+another, so a job can show partial results. A shared limiter caps the probe work running at
+once (planning and statistics included), so probes queue behind each other.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, from_thread, to_thread
 from export.features import TextPair
 
+from service.batcher import Engines, Priority
 from service.errors import InvalidInput
-from service.inference import predict_pairs, validate_inputs
+from service.inference import validate_inputs
 from service.metrics import ServiceMetrics
 from service.probe.assemble import StatsOptions, assemble_probe
 from service.probe.compare import assemble_compare
@@ -69,6 +71,7 @@ class ProbeContext:
     metrics: ServiceMetrics
     detector: InputLanguageDetector
     limiter: CapacityLimiter  # probe work running at once, over all probes
+    engines: Engines | None = None  # the service's batchers; probes need them to score
 
 
 @dataclass
@@ -203,11 +206,18 @@ async def score_in_batches(
     return [results[i] for i in range(len(pairs))]
 
 
-def scorer(model: LoadedModel, settings: Settings, metrics: ServiceMetrics) -> ScoreFn:
-    labels = model.manifest.labels
+def scorer(model: LoadedModel, ctx: ProbeContext) -> ScoreFn:
+    """Scores in a worker thread (the probe limiter's), waiting on the batcher's event loop."""
+    if ctx.engines is None:
+        raise RuntimeError("ProbeContext.engines is unset: probes score through the batchers")
+    engines, labels = ctx.engines, model.manifest.labels
 
     def score(pairs: Sequence[TextPair]) -> list[Scored]:
-        return [scored(p, labels) for p in predict_pairs(model, pairs, settings, metrics)]
+        async def predict() -> list[Scored]:
+            result = await engines.get(model).predict(list(pairs), Priority.PROBE)
+            return [scored(p, labels) for p in result.predictions]
+
+        return from_thread.run(predict)
 
     return score
 
@@ -229,7 +239,7 @@ async def score_by_spec(
     def count(n: int) -> None:
         progress.evaluations_done += n
 
-    scorers = [scorer(model, settings, ctx.metrics) for model in models]
+    scorers = [scorer(model, ctx) for model in models]
     progress.phase = "scoring clean inputs"
     clean_pairs = [item.pair for item in plan.inputs]
     clean = [

@@ -48,7 +48,7 @@ def fake_model(name: str) -> SimpleNamespace:
 
 @pytest.fixture
 def context(monkeypatch: pytest.MonkeyPatch) -> run.ProbeContext:
-    def scorer(model: object, settings: Settings, metrics: ServiceMetrics):  # type: ignore[no-untyped-def]
+    def scorer(model: object, ctx: run.ProbeContext):  # type: ignore[no-untyped-def]
         return lambda pairs: [rule(p) for p in pairs]
 
     monkeypatch.setattr(run, "scorer", scorer)

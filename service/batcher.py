@@ -1,0 +1,558 @@
+"""Dynamic batching: one queue and one worker per served model, batches formed under a token budget.
+
+Requests (each with one or many inputs) are tokenized on arrival, off the event loop, so every
+queued input has an exact token count. One worker per model forms each batch from the oldest
+waiting input plus the waiting inputs nearest to it in length, under a budget of *padded* tokens
+(batch size x longest input) and a maximum batch size, runs it in a thread and hands each row back
+to the request it came from, in the request's order. Prediction traffic always goes before probe
+traffic. The event loop only moves data between requests and the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+from anyio import CapacityLimiter, to_thread
+from export.features import TextPair
+
+from service.backend import CUDA
+from service.errors import (
+    ClientClosedRequest,
+    DeadlineExceeded,
+    ModelUnavailable,
+    Overloaded,
+    PayloadTooLarge,
+)
+from service.inference import EncodedInput, InputEncoder, padded_length, to_predictions
+from service.metrics import ServiceMetrics
+from service.repository import LoadedModel
+from service.schemas import Prediction
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+
+class Priority(IntEnum):
+    """Lower value runs first; a batch never mixes priorities."""
+
+    PREDICT = 0
+    PROBE = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queued input as batch forming sees it: arrival order and token count."""
+
+    seq: int
+    length: int
+
+
+def batch_cost(lengths: Sequence[int], multiple: int = 1) -> int:
+    """Padded tokens of a batch: every row is as long as the longest one."""
+    return len(lengths) * padded_length(max(lengths), multiple) if lengths else 0
+
+
+def form_batch(
+    candidates: Sequence[Candidate], *, max_tokens: int, max_size: int, multiple: int = 1
+) -> list[int]:
+    """Indices (into `candidates`) of the next batch, in row order (shortest first).
+
+    The oldest candidate is always in the batch, so no input starves however long it is (alone,
+    it may exceed `max_tokens`: it still has to run). The batch then grows by the candidate
+    nearest in length to that oldest one, on either side, while `max_size` and `max_tokens`
+    (padded tokens, `batch_cost`) hold; similar lengths together keep padding low.
+    """
+    if not candidates:
+        return []
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i].length, candidates[i].seq))
+    anchor = min(range(len(order)), key=lambda pos: candidates[order[pos]].seq)
+    anchor_length = candidates[order[anchor]].length
+    chosen = [order[anchor]]
+    longest = anchor_length
+    below, above = anchor - 1, anchor + 1
+    while len(chosen) < max_size and (below >= 0 or above < len(order)):
+        take_below = above >= len(order) or (
+            below >= 0
+            and anchor_length - candidates[order[below]].length
+            <= candidates[order[above]].length - anchor_length
+        )
+        position = below if take_below else above
+        grown = max(longest, candidates[order[position]].length)
+        if (len(chosen) + 1) * padded_length(grown, multiple) > max_tokens:
+            if take_below:
+                break  # a shorter input does not fit, so a longer one cannot either
+            above = len(order)  # no longer input fits; shorter ones still may
+            continue
+        chosen.append(order[position])
+        longest = grown
+        if take_below:
+            below -= 1
+        else:
+            above += 1
+    return sorted(chosen, key=lambda i: (candidates[i].length, candidates[i].seq))
+
+
+def warmup_lengths(max_length: int, multiple: int) -> list[int]:
+    """Padded lengths to run once before serving.
+
+    With padding to multiples of 8 (CUDA) there are few distinct shapes and each gets its own
+    kernels, so all of them run. The CPU pads to the exact longest input; its kernels do not
+    depend on the length, so powers of two (and the maximum) grow the memory arena and touch
+    every code path.
+    """
+    if multiple > 1:
+        lengths = list(range(multiple, max_length + 1, multiple))
+    else:
+        lengths = [2**p for p in range(3, max_length.bit_length()) if 2**p < max_length]
+    if not lengths or lengths[-1] != max_length:
+        lengths.append(max_length)
+    return lengths
+
+
+@dataclass
+class StageTimes:
+    """What one request spent where, for the response headers (seconds)."""
+
+    tokenize_s: float = 0.0
+    queue_s: float = 0.0  # until its last input started running
+    inference_s: float = 0.0  # summed over the batches that carried its inputs
+    batch_size: int = 0  # the largest batch that carried one of its inputs
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-tokenize-time": f"{self.tokenize_s * 1000:.3f}",
+            "x-queue-time": f"{self.queue_s * 1000:.3f}",
+            "x-inference-time": f"{self.inference_s * 1000:.3f}",
+            "x-batch-size": str(self.batch_size),
+        }
+
+
+@dataclass
+class EngineResult:
+    predictions: list[Prediction]
+    times: StageTimes
+
+
+@dataclass(eq=False)
+class _Request:
+    inputs: list[EncodedInput]
+    priority: Priority
+    enqueued: float
+    done: asyncio.Future[None]
+    times: StageTimes
+    results: list[Prediction | None] = field(default_factory=list)
+    remaining: int = 0
+    cancelled: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(item.length for item in self.inputs)
+
+
+@dataclass(eq=False)
+class _Queued:
+    request: _Request
+    index: int
+    candidate: Candidate
+
+
+class ModelEngine:
+    """The batcher of one loaded model: its queue, its worker and its one inference thread."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        encoder: InputEncoder | None = None,
+    ) -> None:
+        self.model = model
+        self._settings = settings
+        self._metrics = metrics
+        self._multiple = 8 if model.backend.provider == CUDA else 1
+        self._encoder = encoder or InputEncoder.from_bundle(model, pad_to_multiple_of=self._multiple)
+        self._queues: dict[Priority, list[_Queued]] = {p: [] for p in Priority}
+        self._queued_tokens = dict.fromkeys(Priority, 0)
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        # One batch at a time: ONNX Runtime already spreads a batch over every core.
+        self._inference_thread = CapacityLimiter(1)
+        self._tokens_per_second = 0.0  # recent throughput, for Retry-After
+        self._retiring = False
+        labels = (model.name,)
+        self._queue_depth = {
+            p: metrics.queue_depth.labels(model.name, p.name.lower()) for p in Priority
+        }
+        self._queue_tokens = metrics.queue_tokens.labels(*labels)
+        self._in_flight = metrics.in_flight_requests.labels(*labels)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def warm_up(self) -> list[int]:
+        """Blocking: run one input of every length bucket; returns the lengths run."""
+        lengths = warmup_lengths(self.model.manifest.max_sequence_length, self._multiple)
+        for length in lengths:
+            began = time.perf_counter()
+            self.model.backend.run(self._encoder.dummy_feeds(length))
+            self._metrics.warmup_batches.labels(self.model.name).inc()
+            logger.debug("warm-up %s length %d: %.1f ms", self.model.name, length,
+                         (time.perf_counter() - began) * 1000)  # fmt: skip
+        return lengths
+
+    def start(self) -> None:
+        """Start the worker; call from the event loop that will serve requests."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._work(), name=f"batcher-{self.model.name}"
+            )
+
+    async def retire(self) -> None:
+        """Answer what is queued, then stop: a newer version of the model has taken over."""
+        self._retiring = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the worker; whatever still waits is answered 503."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        for queue in self._queues.values():
+            for request in {id(q.request): q.request for q in queue}.values():
+                self._fail(request, ModelUnavailable(f"model {self.model.name} is shutting down"))
+            queue.clear()
+        self._publish_queue()
+
+    # -- the request side ------------------------------------------------------------------
+
+    async def predict(
+        self,
+        pairs: Sequence[TextPair],
+        priority: Priority = Priority.PREDICT,
+        *,
+        until_disconnected: Callable[[], Awaitable[None]] | None = None,
+    ) -> EngineResult:
+        """Predictions for `pairs`, in order, with the time spent in each stage.
+
+        Prediction priority has a deadline (POLYPROBE_REQUEST_TIMEOUT_MS -> 503) and a bounded
+        queue (POLYPROBE_MAX_QUEUE_TOKENS -> 429); probes wait behind predictions instead.
+        When `until_disconnected` returns first, the request's queued inputs are dropped.
+        """
+        began = time.perf_counter()
+        timeout_ms = self._settings.request_timeout_ms if priority == Priority.PREDICT else 0
+        deadline = began + timeout_ms / 1000 if timeout_ms else None
+        inputs = await to_thread.run_sync(self._encoder.encode, pairs)
+        tokenized = time.perf_counter()
+        self._metrics.tokenize_duration.labels(self.model.name, self.model.version).observe(
+            tokenized - began
+        )
+        self._check_overlength(inputs)
+        if deadline is not None and tokenized >= deadline:
+            raise self._deadline_error(timeout_ms)
+        request = self._admit(inputs, priority, StageTimes(tokenize_s=tokenized - began))
+        self._in_flight.inc()
+        try:
+            await self._wait(request, deadline, timeout_ms, until_disconnected)
+        finally:
+            self._in_flight.dec()
+            if not request.done.done() or request.done.cancelled():
+                self._cancel(request)
+        results = [r for r in request.results if r is not None]
+        return EngineResult(results, request.times)
+
+    async def _wait(
+        self,
+        request: _Request,
+        deadline: float | None,
+        timeout_ms: int,
+        until_disconnected: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        waiting: set[asyncio.Future[None]] = {request.done}
+        watcher = None
+        if until_disconnected is not None:
+            watcher = asyncio.ensure_future(until_disconnected())
+            waiting.add(watcher)
+        timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        try:
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if request.done.done():
+            request.done.result()  # raises the worker's error, if any
+            return
+        if watcher is not None and watcher.done():
+            raise ClientClosedRequest("the client closed the connection before the answer")
+        raise self._deadline_error(timeout_ms)
+
+    def _deadline_error(self, timeout_ms: int) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"model {self.model.name} could not answer within {timeout_ms} ms "
+            "(POLYPROBE_REQUEST_TIMEOUT_MS): the server is overloaded; retry later or send fewer inputs",
+            headers={"retry-after": str(self._retry_after())},
+        )
+
+    def _check_overlength(self, inputs: Sequence[EncodedInput]) -> None:
+        if self._settings.on_overlength != "reject":
+            return
+        too_long = [i for i, item in enumerate(inputs) if item.truncated]
+        if too_long:
+            raise PayloadTooLarge(
+                f"inputs {too_long} exceed model {self.model.name}'s max sequence length of "
+                f"{self.model.manifest.max_sequence_length} tokens: shorten them (or let the "
+                "server truncate them with POLYPROBE_ON_OVERLENGTH=truncate)"
+            )
+
+    def _admit(self, inputs: list[EncodedInput], priority: Priority, times: StageTimes) -> _Request:
+        if self._retiring or self._worker is None:
+            raise ModelUnavailable(f"model {self.model.name} is being replaced: retry")
+        loop = asyncio.get_running_loop()
+        request = _Request(inputs, priority, time.perf_counter(), loop.create_future(), times)
+        request.results = [None] * len(inputs)
+        request.remaining = len(inputs)
+        queued = self._queued_tokens[priority]
+        # Probe work is bounded by its own limiter; only predictions can overfill the queue.
+        # A request larger than the whole bound still runs when nothing else waits.
+        limit = self._settings.max_queue_tokens
+        if priority == Priority.PREDICT and queued and queued + request.tokens > limit:
+            raise Overloaded(
+                f"model {self.model.name} has {queued} tokens queued; this request's "
+                f"{request.tokens} would exceed POLYPROBE_MAX_QUEUE_TOKENS={limit}: retry later",
+                headers={"retry-after": str(self._retry_after())},
+            )
+        queue = self._queues[priority]
+        for index, item in enumerate(inputs):
+            queue.append(_Queued(request, index, Candidate(self._seq, item.length)))
+            self._seq += 1
+        self._queued_tokens[priority] += request.tokens
+        self._publish_queue()
+        self._wakeup.set()
+        return request
+
+    def _cancel(self, request: _Request) -> None:
+        """Drop the request's inputs that have not run yet; rows already running are ignored."""
+        request.cancelled = True
+        queue = self._queues[request.priority]
+        kept = [q for q in queue if q.request is not request]
+        dropped = len(queue) - len(kept)
+        if dropped:
+            self._queued_tokens[request.priority] -= sum(
+                q.candidate.length for q in queue if q.request is request
+            )
+            queue[:] = kept
+            self._publish_queue()
+
+    def _retry_after(self) -> int:
+        """Seconds until the queued tokens are likely worked off (at least 1)."""
+        tokens = sum(self._queued_tokens.values())
+        if self._tokens_per_second <= 0:
+            return 1
+        return max(1, math.ceil(tokens / self._tokens_per_second))
+
+    def _publish_queue(self) -> None:
+        for priority, queue in self._queues.items():
+            self._queue_depth[priority].set(len(queue))
+        self._queue_tokens.set(sum(self._queued_tokens.values()))
+
+    # -- the worker ------------------------------------------------------------------------
+
+    def _next_queue(self) -> list[_Queued] | None:
+        for priority in Priority:
+            if self._queues[priority]:
+                return self._queues[priority]
+        return None
+
+    def _is_full(self, queue: list[_Queued]) -> bool:
+        settings = self._settings
+        if len(queue) >= settings.inference_batch_size:
+            return True
+        lengths = [q.candidate.length for q in queue]
+        return batch_cost(lengths, self._multiple) >= settings.batch_max_tokens
+
+    async def _work(self) -> None:
+        idle = True
+        wait_s = self._settings.batch_wait_ms / 1000
+        while True:
+            queue = self._next_queue()
+            if queue is None:
+                if self._retiring:
+                    return
+                idle = True
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Under load (the previous batch just ended and inputs wait), give a short batch a
+            # few ms to fill, counted from its oldest input's arrival; never when idle.
+            if not idle and wait_s > 0:
+                fill_by = queue[0].request.enqueued + wait_s
+                while not self._is_full(queue) and (left := fill_by - time.perf_counter()) > 0:
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), left)
+                    if self._next_queue() is not queue:
+                        break
+                queue = self._next_queue()
+                if queue is None:
+                    continue
+            idle = False
+            await self._run_batch(self._take(queue))
+
+    def _take(self, queue: list[_Queued]) -> list[_Queued]:
+        settings = self._settings
+        # Forming looks at the oldest inputs only, which bounds its cost under a deep queue.
+        window = queue[: 8 * settings.inference_batch_size]
+        picked = form_batch(
+            [q.candidate for q in window],
+            max_tokens=settings.batch_max_tokens,
+            max_size=settings.inference_batch_size,
+            multiple=self._multiple,
+        )
+        batch = [window[i] for i in picked]
+        taken = {id(q) for q in batch}
+        queue[:] = [q for q in queue if id(q) not in taken]
+        priority = batch[0].request.priority
+        self._queued_tokens[priority] -= sum(q.candidate.length for q in batch)
+        self._publish_queue()
+        return batch
+
+    async def _run_batch(self, batch: list[_Queued]) -> None:
+        name, metrics = self.model.name, self._metrics
+        started = time.perf_counter()
+        priority = batch[0].request.priority.name.lower()
+        for queued in batch:
+            metrics.queue_wait_duration.labels(name, priority).observe(
+                started - queued.request.enqueued
+            )
+        inputs = [q.request.inputs[q.index] for q in batch]
+        lengths = [item.length for item in inputs]
+        padded = batch_cost(lengths, self._multiple)
+        metrics.batch_size.labels(name).observe(len(batch))
+        metrics.batch_tokens.labels(name).observe(padded)
+        metrics.padding_ratio.labels(name).observe(1 - sum(lengths) / padded)
+        try:
+            logits, seconds = await to_thread.run_sync(
+                self._infer, inputs, limiter=self._inference_thread
+            )
+            predictions = to_predictions(
+                logits,
+                self.model.manifest.labels,
+                [item.truncated for item in inputs],
+                lengths,
+            )
+        except Exception as exc:  # a failed batch fails its requests, not the worker
+            logger.exception("batch of %d on model %s failed", len(batch), name)
+            for request in {id(q.request): q.request for q in batch}.values():
+                self._fail(request, exc)
+            return
+        metrics.inference_duration.labels(name, self.model.version).observe(seconds)
+        if seconds > 0:
+            rate = padded / seconds
+            self._tokens_per_second = rate if not self._tokens_per_second else (
+                0.8 * self._tokens_per_second + 0.2 * rate
+            )  # fmt: skip
+        truncated = sum(item.truncated for item in inputs)
+        if truncated:
+            metrics.truncated_inputs.labels(name).inc(truncated)
+        touched: dict[int, _Request] = {}
+        for queued, prediction in zip(batch, predictions, strict=True):
+            request = queued.request
+            if request.cancelled:
+                continue
+            request.results[queued.index] = prediction
+            request.remaining -= 1
+            if id(request) not in touched:
+                touched[id(request)] = request
+                request.times.queue_s = max(request.times.queue_s, started - request.enqueued)
+                request.times.inference_s += seconds
+                request.times.batch_size = max(request.times.batch_size, len(batch))
+        for request in touched.values():
+            if request.remaining == 0 and not request.done.done():
+                request.done.set_result(None)
+
+    def _infer(self, inputs: Sequence[EncodedInput]) -> tuple[np.ndarray, float]:
+        feeds = self._encoder.collate(inputs)
+        began = time.perf_counter()
+        logits = self.model.backend.run(feeds)
+        return logits, time.perf_counter() - began
+
+    @staticmethod
+    def _fail(request: _Request, error: BaseException) -> None:
+        if not request.done.done():
+            request.done.set_exception(error)
+
+
+@dataclass
+class Engines:
+    """The engine of every served model, by name."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    by_name: dict[str, ModelEngine] = field(default_factory=dict)
+
+    _retirements: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def add(self, model: LoadedModel) -> list[int]:
+        """Warm the model up (off the loop), then serve it; returns the lengths warmed.
+
+        An engine of an older version of the same name answers what it has queued, then stops.
+        """
+        engine = ModelEngine(model, self.settings, self.metrics)
+        lengths = await to_thread.run_sync(engine.warm_up)
+        self._install(engine)
+        return lengths
+
+    def get(self, model: LoadedModel) -> ModelEngine:
+        """The engine of `model`; one is started (cold) for a model that was swapped in
+        without `add`, so predictions never depend on who loaded the model."""
+        engine = self.by_name.get(model.name)
+        if engine is None or engine.model is not model:
+            logger.warning("model %s %s serves without warm-up", model.name, model.version)
+            engine = ModelEngine(model, self.settings, self.metrics)
+            self._install(engine)
+        return engine
+
+    def _install(self, engine: ModelEngine) -> None:
+        engine.start()
+        previous = self.by_name.get(engine.model.name)
+        self.by_name[engine.model.name] = engine
+        if previous is not None:
+            task = asyncio.get_running_loop().create_task(previous.retire())
+            self._retirements.add(task)
+            task.add_done_callback(self._retirements.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._retirements)
+        for engine in self.by_name.values():
+            await engine.close()
+        self.by_name.clear()
+
+
+async def predict_texts(
+    state: ServiceState,
+    model: LoadedModel,
+    pairs: Sequence[TextPair],
+    priority: Priority = Priority.PREDICT,
+) -> list[Prediction]:
+    """The engine's entry point for routes: predictions for validated pairs, in order.
+
+    Raises the API errors the batcher decides (429 queue full, 503 deadline or not serving).
+    """
+    result = await state.engines.get(model).predict(pairs, priority)
+    return result.predictions
