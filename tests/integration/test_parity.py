@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.demo_bundle import PARITY_SAMPLE
 from export.features import BundleTokenizer
+from export.parity import builtin_sample
 from service.backend import OnnxRuntimeBackend
 from service.repository import ModelLocation, load_model
 from service.settings import Settings
@@ -31,7 +31,7 @@ def test_onnx_runtime_matches_pytorch(demo_checkpoint, demo_bundle: Path) -> Non
         Settings(model_repo=demo_bundle),
         OnnxRuntimeBackend,
     )
-    pairs = [*PARITY_SAMPLE, ("Hallo Welt", None), ("こんにちは", "안녕하세요")]
+    pairs = [*builtin_sample().pairs, ("Hallo Welt", None), ("こんにちは", "안녕하세요")]
     encoded = served.tokenizer.encode(pairs)
     assert any(encoded.truncated), "the sample must exercise truncation"
     onnx_logits = served.backend.run(encoded.feeds)
@@ -55,6 +55,6 @@ def test_served_tokenizer_matches_the_checkpoint_tokenizer(
     served = BundleTokenizer.from_file(
         demo_bundle / "tokenizer.json", max_length=128, input_names=["input_ids", "attention_mask"]
     )
-    for text, text_pair in PARITY_SAMPLE[:-1]:
+    for text, text_pair in builtin_sample().pairs[:-1]:
         expected = reference(text, text_pair)["input_ids"]
         assert served.encode([(text, text_pair)]).feeds["input_ids"][0].tolist() == expected
