@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
-from anyio import to_thread
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,21 +20,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.access import AccessMiddleware, AccessPolicy, RateLimit, read_api_keys
+from service.admin_routes import admin_router
 from service.backend import BackendFactory, OnnxRuntimeBackend
 from service.errors import ApiError
 from service.logs import ACCESS_LOGGER, request_id
 from service.metrics import ServiceMetrics
+from service.model_manager import ModelManager
 from service.probe_routes import probe_router
-from service.repository import ModelState, load_repository
+from service.repository import ModelState
 from service.routes import router
 from service.settings import Settings
 from service.state import ServiceState
+from service.v2_routes import is_v2_path, v2_router
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def _publish_model_metrics(state: ServiceState) -> None:
+    # A swapped-out version must not linger as a second "served" series.
+    state.metrics.model_info.clear()
     for entry in state.models.values():
         state.metrics.model_ready.labels(entry.name).set(entry.state == ModelState.READY)
         if entry.model is not None:
@@ -141,6 +147,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, list[dic
     return 422, f"invalid request: {summary}", details
 
 
+def _error_response(
+    request: Request, error: dict[str, Any], status: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """v1's error object, or the bare message string that the v2 protocol's clients expect."""
+    body = {"error": error["message"] if is_v2_path(request.url.path) else error}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def access_policy(settings: Settings) -> AccessPolicy:
     inline = settings.api_keys.get_secret_value() if settings.api_keys else None
     return AccessPolicy(
@@ -161,15 +175,26 @@ def create_app(
     """Build the service; models load at startup from `settings.model_repo`."""
     metrics = ServiceMetrics()
     state = ServiceState(settings=settings, metrics=metrics)
+    manager = ModelManager(
+        settings,
+        backend_factory,
+        state.models,
+        on_change=lambda: _publish_model_metrics(state),
+        warm_up=state.engines.add,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.models = await to_thread.run_sync(load_repository, settings, backend_factory)
+        await manager.load_all()
         await _warm_up(state)
         state.loaded = True
         ready = [n for n, e in state.models.items() if e.state == ModelState.READY]
         logger.info("serving %d model(s) from %s: %s", len(ready), settings.model_repo, ready)
-        yield
+        async with anyio.create_task_group() as tasks:
+            if settings.model_poll_interval_s > 0:
+                tasks.start_soon(manager.poll_forever, settings.model_poll_interval_s)
+            yield
+            tasks.cancel_scope.cancel()
         await state.engines.close()
 
     app = FastAPI(
@@ -179,8 +204,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.model_manager = manager
     app.include_router(router)
     app.include_router(probe_router)
+    app.include_router(v2_router)
+    app.include_router(admin_router)
     app.add_middleware(AccessMiddleware, policy=access_policy(settings), metrics=metrics)
     # Outside the access checks, so browsers' preflight requests are answered without a key.
     if settings.cors_allow_origins:
@@ -195,7 +223,7 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         metrics.errors.labels(exc.error_type).inc()
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        return _error_response(request, exc.body()["error"], exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -205,7 +233,7 @@ def create_app(
         body: dict[str, object] = {"type": error_type, "message": message}
         if details:
             body["details"] = details
-        return JSONResponse({"error": body}, status_code=status)
+        return _error_response(request, body, status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -216,24 +244,18 @@ def create_app(
             if exc.status_code in (404, 405)
             else str(exc.detail)
         )
-        return JSONResponse(
-            {"error": {"type": error_type, "message": message}},
-            status_code=exc.status_code,
-            headers=exc.headers,
+        return _error_response(
+            request, {"type": error_type, "message": message}, exc.status_code, exc.headers
         )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         metrics.errors.labels("internal").inc()
-        return JSONResponse(
-            {
-                "error": {
-                    "type": "internal",
-                    "message": "internal error; the server log has details",
-                }
-            },
-            status_code=500,
+        return _error_response(
+            request,
+            {"type": "internal", "message": "internal error; the server log has details"},
+            500,
         )
 
     return app

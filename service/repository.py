@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from export.bundle import BundleError, BundleManifest, ModelVariant, check_graph_inputs, load_bundle
+from export.bundle import (
+    BundleError,
+    BundleManifest,
+    ModelVariant,
+    check_graph_inputs,
+    read_manifest,
+    verify_files,
+)
 from export.features import BundleTokenizer
 
 from service.backend import (
@@ -23,12 +30,21 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
+
+
+def is_model_name(name: str) -> bool:
+    """Whether `name` may name a model directory: no separators, no `..`, no hidden directory."""
+    return _NAME.fullmatch(name) is not None
+
+
+def is_version(version: str) -> bool:
+    return _VERSION.fullmatch(version) is not None
 
 
 @dataclass(frozen=True)
@@ -50,18 +66,33 @@ def discover(model_repo: Path) -> dict[str, list[ModelLocation]]:
     for model_dir in sorted(model_repo.iterdir()):
         if not model_dir.is_dir() or model_dir.name.startswith("."):
             continue
-        if not _NAME.match(model_dir.name):
+        if not is_model_name(model_dir.name):
             logger.warning("skipping %s: not a valid model name", model_dir)
             continue
         versions = []
         for version_dir in model_dir.iterdir():
-            if version_dir.is_dir() and _VERSION.match(version_dir.name):
+            if version_dir.is_dir() and is_version(version_dir.name):
                 versions.append(ModelLocation(model_dir.name, version_dir.name, version_dir))
             elif version_dir.is_dir():
                 logger.warning("skipping %s: versions are numbers like 1 or 2.1", version_dir)
         if versions:
             found[model_dir.name] = sorted(versions, key=lambda loc: version_key(loc.version))
     return found
+
+
+def signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of every file in a version directory: changes when a copy progresses.
+
+    A version refused while its files were still being copied is tried again once this changes.
+    """
+    files = []
+    for child in sorted(path.iterdir()):
+        try:
+            stat = child.stat()
+        except OSError:  # deleted between listing and stat: the next look sees the new state
+            continue
+        files.append((child.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(files)
 
 
 class ModelState(StrEnum):
@@ -94,14 +125,19 @@ class ModelEntry:
     versions: list[str]
     state: ModelState
     model: LoadedModel | None = None
+    # Why the model does not serve (FAILED), or why a newer version was refused while an older
+    # one keeps serving (READY with refused_version set).
     error: str | None = None
+    refused_version: str | None = None
 
 
 def load_model(
     location: ModelLocation, settings: Settings, backend_factory: BackendFactory
 ) -> LoadedModel:
     """Verify a bundle and open it; raises BundleError/BackendLoadError saying what is wrong."""
-    manifest = load_bundle(location.path)
+    manifest = read_manifest(location.path)
+    _check_file_kinds(location.path, manifest)
+    verify_files(location.path, manifest)
     if (manifest.name, manifest.version) != (location.name, location.version):
         raise BundleError(
             location.path,
@@ -122,17 +158,21 @@ def load_model(
     return LoadedModel(location, manifest, variant, tokenizer, backend)
 
 
-def load_repository(settings: Settings, backend_factory: BackendFactory) -> dict[str, ModelEntry]:
-    """Load the highest version of every model; a broken one is recorded, the others still load."""
-    entries: dict[str, ModelEntry] = {}
-    for name, locations in discover(settings.model_repo).items():
-        newest = locations[-1]
-        versions = [loc.version for loc in locations]
-        try:
-            model = load_model(newest, settings, backend_factory)
-        except (BundleError, BackendLoadError, OSError, ValueError) as exc:
-            logger.error("refusing model %s version %s: %s", name, newest.version, exc)
-            entries[name] = ModelEntry(name, versions, ModelState.FAILED, error=str(exc))
-            continue
-        entries[name] = ModelEntry(name, versions, ModelState.READY, model=model)
-    return entries
+def _check_file_kinds(bundle_dir: Path, manifest: BundleManifest) -> None:
+    """The serving path parses only ONNX graphs and the JSON tokenizer, whatever the manifest says.
+
+    The bundle format also admits `.md` files (model cards); those are hashed, never parsed.
+    """
+    if not manifest.tokenizer.path.endswith(".json"):
+        raise BundleError(bundle_dir, f"tokenizer {manifest.tokenizer.path!r} is not a .json file")
+    for variant in manifest.models:
+        if not variant.path.endswith(".onnx"):
+            raise BundleError(bundle_dir, f"model file {variant.path!r} is not an .onnx file")
+        for extra in variant.external_data:
+            if not extra.path.endswith(".onnx_data"):
+                raise BundleError(
+                    bundle_dir, f"external data {extra.path!r} of {variant.path} is not .onnx_data"
+                )
+
+
+LOAD_ERRORS = (BundleError, BackendLoadError, OSError, ValueError)

@@ -46,8 +46,9 @@ def ready_model(request: Request, name: str) -> LoadedModel:
     return entry.model
 
 
-def _summary(entry: ModelEntry) -> dict[str, Any]:
+def _summary(request: Request, entry: ModelEntry) -> dict[str, Any]:
     model = entry.model
+    manager = request.app.state.model_manager
     return {
         "name": entry.name,
         "state": entry.state.value,
@@ -58,6 +59,8 @@ def _summary(entry: ModelEntry) -> dict[str, Any]:
         "precision": model.variant.precision if model else None,
         "provider": model.backend.provider if model else None,
         "error": entry.error,
+        "refused_version": entry.refused_version,
+        "draining_versions": manager.draining_versions(entry.name),
     }
 
 
@@ -93,7 +96,7 @@ async def predict(
 @router.get("/v1/models", response_model=ModelList, summary="Models in the repository")
 async def list_models(request: Request) -> ModelList:
     entries = _state(request).models.values()
-    return ModelList(models=[ModelSummary(**_summary(e)) for e in entries])
+    return ModelList(models=[ModelSummary(**_summary(request, e)) for e in entries])
 
 
 @router.get(
@@ -105,7 +108,7 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(model: str, request: Request) -> ModelDetail:
     entry = _entry(request, model)
     manifest = entry.model.manifest.model_dump(mode="json") if entry.model else None
-    return ModelDetail(**_summary(entry), manifest=manifest)
+    return ModelDetail(**_summary(request, entry), manifest=manifest)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -115,15 +118,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: models loaded (all of them, in strict mode)")
 async def readyz(request: Request) -> JSONResponse:
-    state = _state(request)
+    is_ready, models = readiness(_state(request))
+    body: dict[str, Any] = {"status": "ready" if is_ready else "not_ready", "models": models}
+    refused = {
+        e.name: e.refused_version for e in _state(request).models.values() if e.refused_version
+    }
+    if refused:
+        body["refused_versions"] = refused
+    return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+def readiness(state: ServiceState) -> tuple[bool, dict[str, str]]:
+    """Whether to take traffic, and each model's state (shared by /readyz and /v2/health/ready)."""
     models = {name: entry.state.value for name, entry in state.models.items()}
     ready = [name for name, s in models.items() if s == ModelState.READY]
     if state.settings.strict_readiness:
-        is_ready = state.loaded and bool(models) and len(ready) == len(models)
-    else:
-        is_ready = state.loaded and bool(ready)
-    body = {"status": "ready" if is_ready else "not_ready", "models": models}
-    return JSONResponse(body, status_code=200 if is_ready else 503)
+        return state.loaded and bool(models) and len(ready) == len(models), models
+    return state.loaded and bool(ready), models
 
 
 @router.get("/metrics", summary="Prometheus text exposition", response_class=Response)

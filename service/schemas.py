@@ -50,7 +50,16 @@ class ModelSummary(BaseModel):
     labels: list[str] | None = None
     precision: str | None = None
     provider: str | None = None
-    error: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="why the model does not serve, or why refused_version was refused",
+    )
+    refused_version: str | None = Field(
+        default=None, description="newest version on disk, refused: an older one (if any) serves"
+    )
+    draining_versions: list[str] = Field(
+        default_factory=list, description="replaced versions still finishing in-flight requests"
+    )
 
 
 class ModelList(BaseModel):

@@ -62,8 +62,11 @@ class Settings(BaseSettings):
     strict_readiness: bool = Field(
         default=True, description="/readyz is 200 only when every model in the repository loaded"
     )
-    strict_readiness: bool = Field(
-        default=True, description="/readyz is 200 only when every model in the repository loaded"
+    model_poll_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds between looks for new model versions in the repository (swapped in "
+        "without downtime); 0: only at startup and on POST /admin/models/{model}/reload",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = Field(
@@ -136,6 +139,48 @@ class Settings(BaseSettings):
     cors_allow_origins: list[str] = Field(
         default_factory=list,
         description='origins allowed by CORS, as JSON (e.g. ["https://app.example"]); empty: CORS off',
+    )
+    shutdown_timeout_s: int = Field(
+        default=30,
+        ge=1,
+        description="on SIGTERM, how long in-flight and queued work may take before the server "
+        "exits (keep Kubernetes' terminationGracePeriodSeconds above it)",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="`serve --ray`: the Ray cluster to join (head's host:port, or 'auto'); "
+        "unset: start a local single-node Ray",
+    )
+    ray_min_replicas: int = Field(default=1, ge=0, description="`serve --ray`: fewest replicas")
+    ray_max_replicas: int = Field(default=4, ge=1, description="`serve --ray`: most replicas")
+    ray_target_ongoing_requests: float = Field(
+        default=8.0,
+        gt=0,
+        description="`serve --ray`: the autoscaler adds replicas when the requests in flight "
+        "or queued per replica stay above this, and removes them when below",
+    )
+    ray_max_ongoing_requests: int = Field(
+        default=32,
+        ge=1,
+        description="`serve --ray`: requests one replica takes at once (its batcher's supply); "
+        "more wait in Ray's queue",
+    )
+    ray_upscale_delay_s: float = Field(
+        default=30.0, ge=0, description="`serve --ray`: load must stay high this long to scale up"
+    )
+    ray_downscale_delay_s: float = Field(
+        default=600.0, ge=0, description="`serve --ray`: load must stay low this long to scale down"
+    )
+    ray_num_cpus: float = Field(default=1.0, ge=0, description="`serve --ray`: CPUs per replica")
+    ray_num_gpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="`serve --ray`: GPUs per replica; a fraction (e.g. 0.25) shares one GPU "
+        "among several replicas",
+    )
+    ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode",
+        description="`serve --ray`: run Ray Serve's HTTP proxy on every node or on the head only",
     )
 
 
