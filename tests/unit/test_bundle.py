@@ -164,3 +164,203 @@ def test_one_variant_per_precision(tmp_path: Path) -> None:
     duplicate["models"] = duplicate["models"] * 2
     with pytest.raises(ValueError, match="at most one model file per precision"):
         BundleManifest.model_validate(duplicate)
+
+
+# --- external data, model card, provenance, parity samples and gates ---------------------------
+
+
+def test_external_data_and_model_card_are_verified_like_any_file(tmp_path: Path) -> None:
+    manifest = make_bundle(tmp_path)
+    (tmp_path / "model.onnx_data").write_bytes(b"weights" * 10)
+    (tmp_path / "README.md").write_text("# tiny\n", encoding="utf-8")
+    model = manifest.models[0].model_copy(
+        update={"external_data": [digest_file(tmp_path, "model.onnx_data")]}
+    )
+    manifest = manifest.model_copy(
+        update={"models": [model], "model_card": digest_file(tmp_path, "README.md")}
+    )
+    write_manifest(tmp_path, manifest)
+    assert load_bundle(tmp_path) == manifest
+    (tmp_path / "model.onnx_data").write_bytes(b"weights" * 9 + b"WEIGHTS")
+    with pytest.raises(BundleError, match=r"sha256 mismatch for model\.onnx_data"):
+        load_bundle(tmp_path)
+    (tmp_path / "model.onnx_data").write_bytes(b"weights" * 10)
+    (tmp_path / "README.md").unlink()
+    with pytest.raises(BundleError, match=r"missing file README\.md"):
+        load_bundle(tmp_path)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def test_jsonl_sample_takes_the_first_ids_in_range_per_language(tmp_path: Path) -> None:
+    from export.parity import parse_id_range, read_jsonl_sample
+
+    rows = [{"id": i, "sentence1": f"a{i}", "sentence2": f"b{i}", "label": i % 2} for i in range(9)]
+    de = _write_jsonl(tmp_path / "de.jsonl", list(reversed(rows)))
+    nli = _write_jsonl(
+        tmp_path / "x.jsonl",
+        [
+            {"id": 5, "premise": "p", "hypothesis": "h", "label": "b", "lang": "sw"},
+            {"id": 6, "premise": "p2", "hypothesis": "h2"},
+        ],
+    )
+    sample = read_jsonl_sample([de, nli], ["a", "b"], ids=parse_id_range("4-7"), per_language=3)
+    assert [(e.lang, e.id, e.label) for e in sample.examples] == [
+        ("de", "4", 0),
+        ("de", "5", 1),
+        ("de", "6", 0),
+        ("sw", "5", 1),
+        ("x", "6", None),
+    ]
+    assert sample.examples[0].text == "a4" and sample.examples[0].text_pair == "b4"
+    assert sample.languages == ["de", "sw", "x"]
+    assert "ids 4-7" in sample.description and "de 3" in sample.description
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"id": 1, "sentence1": "a", "sentence2": "b", "label": 2}], "outside the model's 2"),
+        ([{"id": 1, "sentence1": "a", "sentence2": "b", "label": "maybe"}], "not one of the"),
+        ([{"id": 1, "question": "a"}], "no text fields"),
+        ([{"id": 99, "sentence1": "a", "sentence2": "b"}], "no rows with ids 0-10"),
+    ],
+)
+def test_jsonl_sample_refuses_what_it_cannot_compare(
+    tmp_path: Path, rows: list[dict[str, object]], message: str
+) -> None:
+    from export.parity import read_jsonl_sample
+
+    path = _write_jsonl(tmp_path / "de.jsonl", rows)
+    with pytest.raises(ValueError, match=message):
+        read_jsonl_sample([path], ["a", "b"], ids=range(11), per_language=5)
+
+
+@pytest.mark.parametrize("spec", ["1999-1500", "a-b", "-3", ""])
+def test_bad_id_ranges_are_refused(spec: str) -> None:
+    from export.parity import parse_id_range
+
+    with pytest.raises(ValueError, match="id range"):
+        parse_id_range(spec)
+
+
+def _sample(langs: list[str], labels: list[int | None]):  # type: ignore[no-untyped-def]
+    from export.parity import ParityExample, ParitySample
+
+    return ParitySample(
+        "test",
+        tuple(
+            ParityExample(lang, "t", None, label) for lang, label in zip(langs, labels, strict=True)
+        ),
+    )
+
+
+def test_parity_report_per_language_with_accuracy_delta() -> None:
+    import numpy as np
+
+    from export.parity import Gate, compare
+
+    reference = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    candidate = reference + np.array([[0.1, 0.0], [0.0, 0.0], [-1.5, 0.0], [0.0, 0.2]])
+    sample = _sample(["de", "de", "ja", "ja"], [0, 1, 0, None])
+    gate = Gate(max_abs_logit_diff=2.0, min_argmax_agreement=0.5, max_accuracy_drop=0.5)
+    report = compare(candidate, reference, sample, gate, reference_name="ref")
+    assert report.per_language["de"] == {
+        "n": 2.0,
+        "max_abs_logit_diff": pytest.approx(0.1),
+        "argmax_agreement": 1.0,
+        "n_labelled": 2.0,
+        "accuracy_reference": 1.0,
+        "accuracy": 1.0,
+        "accuracy_delta": 0.0,
+    }
+    ja = report.per_language["ja"]
+    assert ja["argmax_agreement"] == 0.5 and ja["n_labelled"] == 1.0
+    assert ja["accuracy_reference"] == 1.0 and ja["accuracy"] == 0.0
+    assert report.argmax_agreement == 0.75 and report.max_abs_logit_diff == 1.5
+    assert not report.passed
+    assert report.failures == ["ja: accuracy -100.0 points"]
+
+
+def test_parity_gate_fails_on_logits_alone_and_passes_an_exact_copy() -> None:
+    import numpy as np
+
+    from export.parity import DEFAULT_GATES, compare
+
+    reference = np.array([[3.0, -3.0], [-1.0, 1.0]])
+    sample = _sample(["en", "en"], [0, 1])
+    exact = compare(reference.copy(), reference, sample, DEFAULT_GATES["fp32"], reference_name="r")
+    assert exact.passed and exact.failures == []
+    drifted = compare(
+        reference + 0.01, reference, sample, DEFAULT_GATES["fp32"], reference_name="r"
+    )
+    assert not drifted.passed and drifted.failures == ["max |logit diff| 1.00e-02"]
+    assert drifted.argmax_agreement == 1.0
+
+
+def test_gate_overrides_change_one_field_and_refuse_unknowns() -> None:
+    from export.parity import DEFAULT_GATES, override_gates
+
+    gates = override_gates(
+        DEFAULT_GATES, ["int8.max_accuracy_drop=0.02", "fp16.min_argmax_agreement=1"]
+    )
+    assert gates["int8"].max_accuracy_drop == 0.02
+    assert gates["int8"].min_argmax_agreement == DEFAULT_GATES["int8"].min_argmax_agreement
+    assert gates["fp16"].min_argmax_agreement == 1.0
+    assert DEFAULT_GATES["int8"].max_accuracy_drop == 0.01
+    for bad in ["int4.max_accuracy_drop=1", "int8.speed=1", "int8.max_accuracy_drop", "fp16.x=y"]:
+        with pytest.raises(ValueError, match="gate override"):
+            override_gates(DEFAULT_GATES, [bad])
+
+
+def test_provenance_carries_the_training_run_and_tolerates_unknown_keys(tmp_path: Path) -> None:
+    from export.provenance import read_provenance, read_training_evaluation
+
+    run = {
+        "recipe": {"name": "stilts-xnli-pawsx", "lr": 2e-5},
+        "base_model": "/work/cache/e5-small",
+        "intermediate_tasks": [{"name": "xnli"}],
+        "target_task": "pawsx",
+        "seeds": {"data": 1, "init": 2},
+        "data_ids": {"target_train": "pawsx/dev/en 0-1499", "eval": ["1500-1999"]},
+        "git": {"commit": "abc123"},
+        "a_key_from_the_future": {"nested": [1, 2]},
+        "metrics": {"zero_shot": {"de": {"accuracy": 0.8, "n": 500}, "en": 0.9, "loss": 3.0}},
+    }
+    (tmp_path / "polyprobe_run.json").write_text(json.dumps(run), encoding="utf-8")
+    provenance = read_provenance(tmp_path, source="ckpt", target_task=None)
+    assert provenance.recipe == "stilts-xnli-pawsx"
+    assert provenance.base_model == "/work/cache/e5-small"
+    assert provenance.intermediate_tasks == ["xnli"] and provenance.target_task == "pawsx"
+    assert provenance.seeds == [1, 2] and provenance.code_version == "abc123"
+    assert provenance.data_ids == {"target_train": "pawsx/dev/en 0-1499", "eval": '["1500-1999"]'}
+    assert provenance.training_run == run and provenance.source == "ckpt"
+    (evaluation,) = read_training_evaluation(tmp_path, "pawsx")
+    assert evaluation.split == "polyprobe_run.json metrics: zero_shot"
+    assert {k: (r.n, r.accuracy) for k, r in evaluation.per_language.items()} == {
+        "de": (500, 0.8),
+        "en": (0, 0.9),
+    }
+    # metrics.json, when present, is preferred; wrong types are skipped, not fatal.
+    (tmp_path / "metrics.json").write_text(json.dumps({"ja": {"acc": 0.7}}), encoding="utf-8")
+    (tmp_path / "polyprobe_run.json").write_text(json.dumps({"seeds": "x", "recipe": 3}), "utf-8")
+    assert [e.per_language["ja"].accuracy for e in read_training_evaluation(tmp_path, None)] == [
+        0.7
+    ]
+    lenient = read_provenance(tmp_path, source="ckpt", target_task="t")
+    assert lenient.seeds == [] and lenient.recipe is None and lenient.target_task == "t"
+
+
+def test_without_a_run_manifest_provenance_names_only_the_source(tmp_path: Path) -> None:
+    from export.model_card import render_model_card
+    from export.provenance import read_provenance
+
+    provenance = read_provenance(tmp_path, source="org/model", target_task=None)
+    assert provenance.training_run is None and provenance.source == "org/model"
+    assert "no polyprobe_run.json" in provenance.base_model
+    card = render_model_card(make_bundle(tmp_path).model_copy(update={"provenance": provenance}))
+    assert "No training run manifest" in card and "org/model" in card
+    assert "## Intended use and limits" in card
