@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from export.command import add_arguments as add_export_arguments
 from export.command import run as run_export
+from polyprobe import probe_client
 from training.cli import add_commands as add_training_commands
 
 INSTALL_TRAIN_HINT = (
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--out", type=Path, default=Path("loadtest-report"), help="report folder")
     load.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     load.set_defaults(handler=_loadtest)
+
+    probe_client.add_parser(commands)
     return parser
 
 
