@@ -1,0 +1,338 @@
+"""A recipe end to end, per seed: intermediate phase -> target phase -> zero-shot evaluation.
+
+Layout of `output_dir`:
+  recipe.yaml                     the recipe as given, plus the resolved config in each manifest
+  train.log                       the log of every run into this directory
+  seed-<s>/intermediate/          encoder after the intermediate phase, phase.json, resume.pt
+  seed-<s>/target/resume.pt       resume state of the target phase
+  seed-<s>/checkpoint/            XLMRobertaForSequenceClassification + tokenizer + polyprobe_run.json
+  seed-<s>/metrics.json, metrics.png, predictions.jsonl
+  summary.json                    per-language mean and spread over seeds
+A seed whose metrics.json exists is skipped, and an interrupted phase resumes from its last
+evaluation, so re-running the same command finishes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from training.evaluate import Prediction, plot_languages, write_predictions, zero_shot_metrics
+from training.kinds import get_kind
+from training.loop import (
+    Distributed,
+    PhaseData,
+    PhaseResult,
+    init_distributed,
+    predict,
+    train_phase,
+)
+from training.manifest import git_state, library_versions
+from training.model import (
+    RUN_MANIFEST,
+    build_model,
+    freeze_word_embeddings,
+    load_encoder,
+    load_tokenizer,
+    save_classifier,
+    save_encoder,
+)
+from training.recipe import Phase, Recipe
+from training.splits import check_loaded, check_recipe, compress_ids
+from training.tasks import Example, TaskSpec, get_task, load_examples
+
+logger = logging.getLogger(__name__)
+
+E5_ALIAS = "e5-small"
+EVAL_SEED = 20260101
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "polyprobe" / "base-models"
+
+
+def resolve_base_model(name: str, cache_dir: Path | None = None) -> str:
+    """`e5-small` is the offline multilingual-e5-small (converted once, cached); anything else is
+    a Hugging Face id or a local checkpoint directory."""
+    if name != E5_ALIAS:
+        return name
+    from training.base_models import convert_e5_small
+
+    return str(convert_e5_small((cache_dir or default_cache_dir()) / E5_ALIAS))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    run_dir: Path
+    metrics: dict[str, Any]
+    skipped: bool
+
+
+class _DataIds:
+    """Every id each phase read, by corpus, for the manifest and the leakage guard."""
+
+    def __init__(self) -> None:
+        self.by_phase: dict[str, dict[str, dict[str, str]]] = {}
+        self.by_corpus: dict[str, set[int]] = {}
+
+    def record(
+        self, phase: str, task: str, part: str, key: str, examples: Sequence[Example]
+    ) -> None:
+        per_lang: dict[str, list[int]] = {}
+        for e in examples:
+            per_lang.setdefault(e.lang, []).append(e.id)
+        self.by_phase.setdefault(phase, {})[f"{task}.{part}"] = {
+            "corpus": key,
+            **{lang: compress_ids(ids) for lang, ids in sorted(per_lang.items())},
+        }
+        self.by_corpus.setdefault(key, set()).update(e.id for e in examples)
+
+
+def _phase_data(phase: Phase, name: str, ids: _DataIds) -> PhaseData:
+    specs: dict[str, TaskSpec] = {}
+    train: dict[str, list[Example]] = {}
+    dev: dict[str, list[Example]] = {}
+    for task in phase.tasks:
+        spec = get_task(task.task)
+        kind = get_kind(spec.kind)
+        specs[task.task] = spec
+        train[task.task] = load_examples(spec, task.train, kind.parse)
+        ids.record(name, task.task, "train", task.train.corpus_key(), train[task.task])
+        if task.dev is not None:
+            dev[task.task] = load_examples(spec, task.dev, kind.parse)
+            ids.record(name, task.task, "dev", task.dev.corpus_key(), dev[task.task])
+    return PhaseData(specs, train, dev)
+
+
+def _configure_logging(output_dir: Path, env: Distributed) -> None:
+    if not env.is_main:
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    if not any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == handler.baseFilename
+        for h in root.handlers
+    ):
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _barrier(env: Distributed) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+def run_recipe(recipe: Recipe, resolved: Mapping[str, Any], *, recipe_text: str) -> list[SeedRun]:
+    env = init_distributed()
+    notes = check_recipe(recipe)
+    _configure_logging(recipe.output_dir, env)
+    if env.is_main:
+        (recipe.output_dir / "recipe.yaml").write_text(recipe_text, encoding="utf-8")
+    base_model = resolve_base_model(recipe.base_model) if env.is_main else recipe.base_model
+    if env.enabled:
+        shared: list[Any] = [base_model]
+        dist.broadcast_object_list(shared, src=0)
+        base_model = shared[0]
+    logger.info(
+        "recipe %s, base model %s, world size %d, device %s",
+        recipe.name,
+        base_model,
+        env.world_size,
+        env.device,
+    )
+    runs = [_run_seed(recipe, resolved, base_model, seed, env, notes) for seed in recipe.seeds]
+    if env.is_main:
+        summarise_seeds(recipe, runs)
+    return runs
+
+
+def _run_seed(
+    recipe: Recipe,
+    resolved: Mapping[str, Any],
+    base_model: str,
+    seed: int,
+    env: Distributed,
+    notes: list[str],
+) -> SeedRun:
+    run_dir = recipe.output_dir / f"seed-{seed}"
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        logger.info("seed %d already finished (%s): skipped", seed, metrics_path)
+        return SeedRun(seed, run_dir, json.loads(metrics_path.read_text()), skipped=True)
+    started = time.time()
+    seed_everything(seed)
+    ids = _DataIds()
+    tokenizer = load_tokenizer(base_model)
+    phases: dict[str, PhaseResult | dict[str, Any]] = {}
+    encoder_source = base_model
+    if recipe.intermediate is not None:
+        encoder_source, phases["intermediate"] = _intermediate(
+            recipe.intermediate, base_model, tokenizer, seed, env, run_dir, ids
+        )
+    target_task = recipe.target.tasks[0].task
+    target_data = _phase_data(recipe.target, "target", ids)
+    evaluation = recipe.evaluation.data
+    spec = target_data.specs[target_task]
+    eval_examples = load_examples(spec, evaluation, get_kind(spec.kind).parse)
+    check_loaded(ids.by_corpus, evaluation.corpus_key(), (e.id for e in eval_examples))
+    ids.record("evaluation", target_task, "eval", evaluation.corpus_key(), eval_examples)
+    seed_everything(seed)
+    encoder = load_encoder(encoder_source)
+    if recipe.target.freeze_word_embeddings:
+        freeze_word_embeddings(encoder)
+    model = build_model(encoder, target_data.specs)
+    phases["target"] = train_phase(
+        model,
+        tokenizer,
+        recipe.target,
+        target_data,
+        seed=seed,
+        env=env,
+        work_dir=run_dir / "target",
+        label=f"seed {seed} target {target_task}",
+    )
+    metrics: dict[str, Any] = {}
+    if env.is_main:
+        model.to(env.device)
+        raw = predict(
+            model, target_task, spec, eval_examples, tokenizer, recipe.target.max_length, env.device
+        )
+        predictions = [
+            Prediction(e.id, e.lang, int(e.label), int(p))
+            for e, p in zip(eval_examples, raw, strict=True)
+        ]
+        majority = Counter(int(e.label) for e in target_data.train[target_task]).most_common(1)[0][
+            0
+        ]
+        metrics = {
+            "task": target_task,
+            "recipe": recipe.name,
+            "seed": seed,
+            "stilts": recipe.is_stilts,
+            "zero_shot": not notes,
+            "notes": notes,
+            "selection": f"{recipe.target.selection} on {', '.join(target_data.dev) or 'no dev set'} (English dev)"
+            if recipe.target.selection == "best_dev"
+            else "last step",
+            "majority_label": spec.labels[majority],
+            "evaluation_ids": ids.by_phase["evaluation"][f"{target_task}.eval"],
+            **zero_shot_metrics(predictions, spec.labels, majority_label=majority, seed=EVAL_SEED),
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_predictions(run_dir / "predictions.jsonl", predictions)
+        plot_languages(
+            metrics,
+            f"{recipe.name} seed {seed}: zero-shot {target_task} accuracy",
+            run_dir / "metrics.png",
+        )
+        manifest = {
+            "recipe_name": recipe.name,
+            "recipe": resolved,
+            "config": recipe.model_dump(mode="json"),
+            "seed": seed,
+            "base_model": base_model,
+            "data_ids": ids.by_phase,
+            "phases": {
+                k: (v.to_json() if isinstance(v, PhaseResult) else v) for k, v in phases.items()
+            },
+            "world_size": env.world_size,
+            "device": str(env.device),
+            "libraries": library_versions(),
+            "git": git_state(Path(__file__).resolve().parent),
+            "metrics": "metrics.json",
+            "labels": list(spec.labels),
+            "task": target_task,
+            "started": started,
+            "finished": time.time(),
+            "notes": notes,
+        }
+        save_classifier(model, target_task, spec, tokenizer, run_dir / "checkpoint", manifest)
+        (run_dir / "checkpoint" / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        logger.info(
+            "seed %d: %s",
+            seed,
+            {k: v["accuracy"]["estimate"] for k, v in metrics["languages"].items()},
+        )
+    _barrier(env)
+    return SeedRun(seed, run_dir, metrics, skipped=False)
+
+
+def _intermediate(
+    phase: Phase,
+    base_model: str,
+    tokenizer: Any,
+    seed: int,
+    env: Distributed,
+    run_dir: Path,
+    ids: _DataIds,
+) -> tuple[str, PhaseResult | dict[str, Any]]:
+    """Train (or reuse a finished) intermediate phase; returns the encoder directory."""
+    out = run_dir / "intermediate"
+    data = _phase_data(phase, "intermediate", ids)
+    done = out / "phase.json"
+    if done.is_file():
+        logger.info("seed %d: intermediate phase already finished (%s)", seed, done)
+        return str(out / "encoder"), json.loads(done.read_text())
+    encoder = load_encoder(base_model)
+    if phase.freeze_word_embeddings:
+        freeze_word_embeddings(encoder)
+    model = build_model(encoder, data.specs)
+    result = train_phase(
+        model,
+        tokenizer,
+        phase,
+        data,
+        seed=seed,
+        env=env,
+        work_dir=out,
+        label=f"seed {seed} intermediate {'+'.join(data.specs)}",
+    )
+    if env.is_main:
+        save_encoder(model.encoder, tokenizer, out / "encoder")
+        done.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    _barrier(env)
+    return str(out / "encoder"), result
+
+
+def summarise_seeds(recipe: Recipe, runs: Sequence[SeedRun]) -> dict[str, Any]:
+    """Mean and sample standard deviation of each language's accuracy over seeds."""
+    per_lang: dict[str, list[float]] = {}
+    for run in runs:
+        for lang, values in run.metrics.get("languages", {}).items():
+            per_lang.setdefault(lang, []).append(values["accuracy"]["estimate"])
+    summary = {
+        "recipe": recipe.name,
+        "seeds": [run.seed for run in runs],
+        "languages": {
+            lang: {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "per_seed": values,
+            }
+            for lang, values in sorted(per_lang.items())
+        },
+        "runs": {str(run.seed): str(run.run_dir / "checkpoint" / RUN_MANIFEST) for run in runs},
+    }
+    (recipe.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
