@@ -364,3 +364,22 @@ def test_without_a_run_manifest_provenance_names_only_the_source(tmp_path: Path)
     card = render_model_card(make_bundle(tmp_path).model_copy(update={"provenance": provenance}))
     assert "No training run manifest" in card and "org/model" in card
     assert "## Intended use and limits" in card
+
+
+def test_served_variant_follows_the_device_and_never_crosses_over(tmp_path: Path) -> None:
+    from service.backend import choose_variant
+
+    manifest = make_bundle(tmp_path)
+    fp32 = manifest.models[0]
+
+    def variant(precision: str) -> ModelVariant:
+        return fp32.model_copy(update={"precision": precision, "path": f"model.{precision}.onnx"})
+
+    cpu_only = manifest.model_copy(update={"models": [fp32, variant("int8")]})
+    gpu_only = manifest.model_copy(update={"models": [fp32, variant("fp16")]})
+    # int8 is a CPU variant and fp16 a CUDA one: on the other device the fp32 file is served.
+    assert choose_variant(cpu_only, on_cuda=True, forced=None).precision == "fp32"
+    assert choose_variant(gpu_only, on_cuda=False, forced=None).precision == "fp32"
+    assert choose_variant(gpu_only, on_cuda=True, forced=None).precision == "fp16"
+    # The setting wins over the device, e.g. fp16 on CPU to check it before a GPU deployment.
+    assert choose_variant(gpu_only, on_cuda=False, forced="fp16").precision == "fp16"
