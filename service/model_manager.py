@@ -93,8 +93,9 @@ class ModelManager:
             await anyio.sleep(interval_s)
             try:
                 await self.poll_once()
-            except OSError:
-                # A repository on a flaky mount must not end hot reloading for the process's life.
+            except Exception:
+                # Whatever goes wrong (a flaky mount, a bug), the poller must neither end hot
+                # reloading for the process's life nor take the serving task group down with it.
                 logger.exception("looking for new model versions in %s failed", self._repo)
 
     async def reload(self, name: str) -> ReloadOutcome:
@@ -147,15 +148,8 @@ class ModelManager:
                 self.models[name] = ModelEntry(name, versions, ModelState.READY, served)
             return ReloadOutcome(name, "unchanged", served.version)
         files = await to_thread.run_sync(signature, newest.path)
-        if (
-            entry is not None
-            and not retry_refused
-            and self._refused.get(name)
-            == (
-                newest.version,
-                files,
-            )
-        ):
+        refused_before = self._refused.get(name) == (newest.version, files)
+        if entry is not None and refused_before and not retry_refused:
             if entry.versions != versions:
                 self.models[name] = replace(entry, versions=versions)
             return ReloadOutcome(
