@@ -62,6 +62,15 @@ def _serve(args: argparse.Namespace) -> int:
         if status:
             return status
 
+    if args.ray:
+        from service.ray_serve import RayNotInstalledError, serve_on_ray
+
+        try:
+            return serve_on_ray(settings)
+        except (RayNotInstalledError, ValueError) as exc:
+            print(f"polyprobe serve --ray: {exc}", file=sys.stderr)
+            return 2
+
     import uvicorn
 
     from service.app import create_app
@@ -81,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=log_config,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     return 0
 
@@ -188,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-repo", type=Path, help="model repository (default: ./models)")
     serve.add_argument("--host", help="interface to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: 8000; 0 picks a free one)")
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="deploy as a Ray Serve application (POLYPROBE_RAY_* settings; needs polyprobe[ray])",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser(
