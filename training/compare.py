@@ -88,6 +88,29 @@ def compare_runs(baseline: Path, candidate: Path, *, seed: int = 0) -> dict[str,
     }
 
 
+def comparison_markdown(report: dict[str, Any]) -> str:
+    """The pooled table plus each seed's McNemar p-values (Holm-corrected across languages)."""
+    seeds = report["seeds"]
+    lines = [
+        f"Baseline `{report['baseline']}` vs candidate `{report['candidate']}`, seeds {seeds}.",
+        "",
+        "| language | n | baseline acc | candidate acc | difference [95% CI] | "
+        + " | ".join(f"McNemar p (seed {s}, Holm)" for s in seeds)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(seeds),
+    ]
+    for lang, row in report["pooled"].items():
+        p_values = [report["per_seed"][str(s)][lang]["mcnemar_p_holm"] for s in seeds]
+        lines.append(
+            f"| {lang} | {row['n_items']} | {row['baseline_accuracy']:.3f} | "
+            f"{row['candidate_accuracy']:.3f} | {row['difference']:+.3f} "
+            f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | "
+            + " | ".join(f"{p:.2g}" for p in p_values)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_comparison(report: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -97,6 +120,8 @@ def write_comparison(report: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "comparison.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
+    markdown_path = out_dir / "comparison.md"
+    markdown_path.write_text(comparison_markdown(report), encoding="utf-8")
     pooled = report["pooled"]
     languages = list(pooled)
     diffs = [pooled[lang]["difference"] for lang in languages]
@@ -116,4 +141,4 @@ def write_comparison(report: dict[str, Any], out_dir: Path) -> list[Path]:
     png_path = out_dir / "comparison.png"
     figure.savefig(png_path, dpi=120)
     plt.close(figure)
-    return [json_path, png_path]
+    return [json_path, markdown_path, png_path]

@@ -126,6 +126,15 @@ def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, to
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _text_lengths(data: PhaseData) -> dict[str, list[int]]:
+    """Character length of each training input: a tokenizer-free proxy for its token count."""
+    lengths: dict[str, list[int]] = {}
+    for task, examples in data.train.items():
+        kind = get_kind(data.specs[task].kind)
+        lengths[task] = [sum(len(t or "") for t in kind.texts(e)) for e in examples]
+    return lengths
+
+
 def _optimizer(model: nn.Module, phase: Phase) -> torch.optim.Optimizer:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -204,6 +213,7 @@ def train_phase(
         seed=seed,
         cap=phase.sampling_cap,
         temperature=phase.sampling_temperature,
+        lengths=_text_lengths(data) if phase.group_by_length else None,
     )
     eval_every = phase.eval_every_steps or steps_per_epoch(phase, sizes)
     per_device = phase.per_device_batch or math.ceil(phase.effective_batch / env.world_size)

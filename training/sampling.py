@@ -69,12 +69,17 @@ def plan_steps(
     seed: int,
     cap: int | None = None,
     temperature: float = 2.0,
+    lengths: Mapping[str, Sequence[int]] | None = None,
+    group_size: int = 50,
 ) -> list[Step]:
     """The full, ordered list of training steps of a phase.
 
     Each step's task is drawn from `task_probabilities`; within a task, examples come from
     successive seeded permutations (each example once per pass over that task), so a task that is
     sampled more often than its size cycles through fresh permutations rather than repeating.
+    With `lengths`, batches are grouped by length: `group_size` batches' worth of the permutation
+    is sorted by length, cut into batches, and those batches are served in shuffled order, so a
+    batch pads to similar lengths (much less wasted compute) while batch order stays random.
     """
     probabilities = task_probabilities(sizes, strategy, cap=cap, temperature=temperature)
     tasks = sorted(probabilities)
@@ -89,7 +94,15 @@ def plan_steps(
     streams = {
         t: _IndexStream(sizes[t], np.random.default_rng([seed, i])) for i, t in enumerate(tasks)
     }
-    return [Step(task, streams[task].take(batch_size)) for task in choices]
+    if lengths is None:
+        return [Step(task, streams[task].take(batch_size)) for task in choices]
+    grouped = {
+        t: _GroupedBatches(
+            streams[t], lengths[t], batch_size, group_size, np.random.default_rng([seed, i, 1])
+        )
+        for i, t in enumerate(tasks)
+    }
+    return [Step(task, grouped[task].next()) for task in choices]
 
 
 class _IndexStream:
@@ -101,6 +114,14 @@ class _IndexStream:
         self._rng = rng
         self._order: list[int] = []
 
+    def take_within_pass(self, count: int) -> list[int]:
+        """Up to `count` indices, never crossing into the next permutation."""
+        if not self._order:
+            self._order = [int(i) for i in self._rng.permutation(self._n)]
+        taken = self._order[:count]
+        del self._order[:count]
+        return taken
+
     def take(self, count: int) -> tuple[int, ...]:
         taken: list[int] = []
         while len(taken) < count:
@@ -110,6 +131,35 @@ class _IndexStream:
             taken.extend(self._order[:need])
             del self._order[:need]
         return tuple(taken)
+
+
+class _GroupedBatches:
+    def __init__(
+        self,
+        stream: _IndexStream,
+        lengths: Sequence[int],
+        batch_size: int,
+        group_size: int,
+        rng: np.random.Generator,
+    ) -> None:
+        self._stream = stream
+        self._lengths = lengths
+        self._batch_size = batch_size
+        self._group_size = group_size
+        self._rng = rng
+        self._ready: list[tuple[int, ...]] = []
+
+    def next(self) -> tuple[int, ...]:
+        if not self._ready:
+            pool = self._stream.take_within_pass(self._batch_size * self._group_size)
+            short = -len(pool) % self._batch_size
+            # Only the last batch of a pass may borrow from the next one, as without grouping.
+            pool = sorted([*pool, *self._stream.take(short)], key=lambda i: self._lengths[i])
+            batches = [
+                tuple(pool[i : i + self._batch_size]) for i in range(0, len(pool), self._batch_size)
+            ]
+            self._ready = [batches[int(i)] for i in self._rng.permutation(len(batches))]
+        return self._ready.pop()
 
 
 def shard(indices: Sequence[int], rank: int, world_size: int) -> list[int]:
