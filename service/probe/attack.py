@@ -244,6 +244,8 @@ async def probe(
     inputs = await to_thread.run_sync(prepare, limiter=ctx.limiter)
     opts, labels = run.stats_options(body, ctx.settings), model.manifest.labels
     reports, infos = [], {}
+    # The plan counted the attack specs as done (they have no samples): count them as they run.
+    progress.perturbations_done = len(specs) - len(attacks)
     for spec, config in attacks:
         progress.phase = f"attack perturbations[{spec.index}]"
         seeded = replace(config, seed=body.seed)
@@ -254,7 +256,7 @@ async def probe(
             )
         )
         infos[spec.index] = attack_info(spec, seeded)
-        progress.perturbations_done = max(progress.perturbations_done, spec.index + 1)
+        progress.perturbations_done += 1
     progress.phase = "done"
     return response.model_copy(
         update={
