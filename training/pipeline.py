@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from training.evaluate import Prediction, plot_languages, write_predictions, zero_shot_metrics
-from training.kinds import get_kind
+from training.kinds import check_target_task, get_kind
 from training.loop import (
     Distributed,
     PhaseData,
@@ -143,6 +143,7 @@ def _barrier(env: Distributed) -> None:
 
 
 def run_recipe(recipe: Recipe, resolved: Mapping[str, Any], *, recipe_text: str) -> list[SeedRun]:
+    check_target_task(recipe.target.tasks[0].task)
     env = init_distributed()
     notes = check_recipe(recipe)
     _configure_logging(recipe.output_dir, env)

@@ -64,6 +64,12 @@ class TaskSpec:
 _PAIR = {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
 _NLI = {"text": "premise", "text_pair": "hypothesis", "label": "label"}
 _NLI_LABELS = ("entailment", "neutral", "contradiction")
+# Label orders are the hub datasets' ClassLabel orders, so their integer tags index these tuples.
+_CONLL_NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+_UPOS_LABELS = (
+    "NOUN", "PUNCT", "ADP", "NUM", "SYM", "SCONJ", "ADJ", "PART", "DET",
+    "CCONJ", "PROPN", "PRON", "X", "_", "ADV", "INTJ", "VERB", "AUX",
+)  # fmt: skip
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -120,6 +126,64 @@ TASKS: dict[str, TaskSpec] = {
             hub="nyu-mll/glue",
             hub_config="sst2",
         ),
+        TaskSpec(
+            "hellaswag",
+            "multiple_choice",
+            "HellaSwag commonsense sentence completion (4 endings)",
+            fields={"context": "ctx", "choices": "endings", "label": "label"},
+            hub="Rowan/hellaswag",
+        ),
+        TaskSpec(
+            "cosmosqa",
+            "multiple_choice",
+            "CosmosQA reading comprehension (4 answers)",
+            fields={
+                "context": "context+question",
+                "choices": "answer0+answer1+answer2+answer3",
+                "label": "label",
+            },
+            hub="allenai/cosmos_qa",
+        ),
+        TaskSpec(
+            "commonsenseqa",
+            "multiple_choice",
+            "CommonsenseQA (5 answers, letter keys)",
+            fields={"context": "question", "choices": "choices", "label": "answerKey"},
+            hub="tau/commonsense_qa",
+        ),
+        TaskSpec(
+            "squad",
+            "extractive_qa",
+            "SQuAD v1.1 extractive QA (always answerable)",
+            hub="rajpurkar/squad",
+            metric="squad",
+        ),
+        TaskSpec(
+            "squad_v2",
+            "extractive_qa",
+            "SQuAD v2.0 extractive QA (with unanswerable questions)",
+            hub="rajpurkar/squad_v2",
+            metric="squad_v2",
+        ),
+        TaskSpec(
+            "conll2003_ner",
+            "token_tagging",
+            "CoNLL-2003 English named entities (BIO tags)",
+            _CONLL_NER_LABELS,
+            {"tokens": "tokens", "tags": "ner_tags"},
+            hub="eriktks/conll2003",
+            metric="entity_f1",
+        ),
+        TaskSpec(
+            "ud_pos",
+            "token_tagging",
+            "Universal Dependencies English EWT part-of-speech tags (UPOS)",
+            _UPOS_LABELS,
+            {"tokens": "tokens", "tags": "upos"},
+            hub="universal_dependencies",
+            hub_config="en_ewt",
+            metric="token_accuracy",
+        ),
     )
 }
 
@@ -171,6 +235,21 @@ def _hub_rows(spec: TaskSpec, data: DataSlice, lang: str) -> Iterable[Mapping[st
     return rows
 
 
+def _row_id(row: Mapping[str, Any], position: int, *, local: bool) -> int:
+    """Local rows carry integer ids (or none: their position). Hub ids are often opaque strings
+    (SQuAD's hashes), so hub rows fall back to their position unless the id is an integer."""
+    raw = row.get("id")
+    if raw is None:
+        return position
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.isdigit():
+        return int(raw)
+    if local:
+        raise TaskError(f"row {position}: id {raw!r} is not an integer")
+    return position
+
+
 def _selected(ids: IdRange | None, row_id: int) -> bool:
     return ids is None or row_id in ids
 
@@ -190,7 +269,7 @@ def load_examples(spec: TaskSpec, data: DataSlice, kind_parse: Any) -> list[Exam
             rows = _hub_rows(spec, data, lang)
         taken = 0
         for position, row in enumerate(rows):
-            row_id = int(row.get("id", position))
+            row_id = _row_id(row, position, local=data.path is not None)
             if not _selected(data.ids, row_id):
                 continue
             examples.append(kind_parse(spec, fields, row, row_id, lang))
