@@ -1,0 +1,208 @@
+"""Micro benchmark of the serving engine: server overhead beyond model time, and throughput with
+and without dynamic batching, on real PAWS-X pairs through the real server over loopback.
+
+    python bench/batching.py --model-repo .cache/bench-models          # builds the demo if empty
+    python bench/batching.py --model-repo /path/repo --model e5 --long  # 128-token inputs
+
+Overhead: one client, one input per request, one request at a time; per request, the client's
+latency minus the model time the server reports (x-inference-time). Throughput: N concurrent
+clients (one asyncio process), one input per request, for a fixed request count; "without
+batching" is the same server with POLYPROBE_INFERENCE_BATCH_SIZE=1 (each input runs alone).
+The client shares the machine with the server, so both numbers include its CPU use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.server import serve  # noqa: E402  (the tests' loopback server runner)
+
+LANGS = ("de", "en", "es", "fr", "ja", "ko", "zh")
+
+
+def pawsx_pairs(data: Path, long: bool) -> list[tuple[str, str]]:
+    """PAWS-X dev pairs of every language, interleaved; `long` joins 8 pairs into one input, which
+    the tokenizer cuts at the model's maximum (128 tokens for the demo and e5-small-shaped)."""
+    rows = []
+    for lang in LANGS:
+        with (data / "pawsx" / "dev" / f"{lang}.jsonl").open(encoding="utf-8") as lines:
+            rows.append([json.loads(line) for line in lines])
+    pairs = [(r["sentence1"], r["sentence2"]) for group in zip(*rows, strict=True) for r in group]
+    if not long:
+        return pairs
+    return [
+        (" ".join(a for a, _ in pairs[i : i + 8]), " ".join(b for _, b in pairs[i : i + 8]))
+        for i in range(0, len(pairs) - 8, 8)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Overhead:
+    requests: int
+    client_p50_ms: float
+    model_p50_ms: float
+    overhead_p50_ms: float  # client latency minus x-inference-time, per request
+    tokenize_p50_ms: float
+    queue_p50_ms: float
+
+
+@dataclass
+class Throughput:
+    label: str
+    concurrency: int
+    requests: int
+    errors: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_batch_size: float
+
+
+def body(pair: tuple[str, str]) -> dict[str, Any]:
+    return {"inputs": [{"text": pair[0], "text_pair": pair[1]}]}
+
+
+def measure_overhead(base_url: str, path: str, pairs: list[tuple[str, str]], n: int) -> Overhead:
+    client_ms, model_ms, overhead_ms, tokenize_ms, queue_ms = [], [], [], [], []
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for i in range(n + 20):
+            began = time.perf_counter()
+            response = client.post(path, json=body(pairs[i % len(pairs)]))
+            elapsed = (time.perf_counter() - began) * 1000
+            response.raise_for_status()
+            if i < 20:  # the first few requests open the connection and fill caches
+                continue
+            inference = float(response.headers["x-inference-time"])
+            client_ms.append(elapsed)
+            model_ms.append(inference)
+            overhead_ms.append(elapsed - inference)
+            tokenize_ms.append(float(response.headers["x-tokenize-time"]))
+            queue_ms.append(float(response.headers["x-queue-time"]))
+    return Overhead(
+        n,
+        *(round(statistics.median(v), 3) for v in (client_ms, model_ms, overhead_ms)),
+        round(statistics.median(tokenize_ms), 3),
+        round(statistics.median(queue_ms), 3),
+    )
+
+
+async def closed_loop(
+    base_url: str, path: str, pairs: list[tuple[str, str]], n: int, concurrency: int
+) -> tuple[float, list[float], int, list[int]]:
+    latencies: list[float] = []
+    sizes: list[int] = []
+    errors = 0
+    counter = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                began = time.perf_counter()
+                try:
+                    response = await client.post(path, json=body(pairs[i % len(pairs)]))
+                except httpx.TransportError as exc:
+                    errors += 1
+                    print(f"request {i}: {exc!r}", file=sys.stderr)
+                    continue
+                if response.status_code != 200:
+                    errors += 1
+                    continue
+                latencies.append((time.perf_counter() - began) * 1000)
+                sizes.append(int(response.headers["x-batch-size"]))
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - began
+    return wall, latencies, errors, sizes
+
+
+def measure_throughput(
+    label: str, base_url: str, path: str, pairs: list[tuple[str, str]], n: int, concurrency: int
+) -> Throughput:
+    asyncio.run(closed_loop(base_url, path, pairs, 4 * concurrency, concurrency))  # warm
+    wall, latencies, errors, sizes = asyncio.run(closed_loop(base_url, path, pairs, n, concurrency))
+    return Throughput(
+        label,
+        concurrency,
+        n,
+        errors,
+        round(len(latencies) / wall, 1),
+        round(percentile(latencies, 0.5), 2),
+        round(percentile(latencies, 0.99), 2),
+        round(statistics.fmean(sizes), 2) if sizes else 0.0,
+    )
+
+
+def servers() -> Iterator[tuple[str, dict[str, str]]]:
+    yield "batching (defaults)", {}
+    yield "no batching (POLYPROBE_INFERENCE_BATCH_SIZE=1)", {"POLYPROBE_INFERENCE_BATCH_SIZE": "1"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model-repo", type=Path, default=ROOT / ".cache" / "bench-models")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--long", action="store_true", help="128-token inputs instead of PAWS-X pairs"
+    )
+    parser.add_argument("--overhead-requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args()
+    args.model_repo.mkdir(parents=True, exist_ok=True)
+    pairs = pawsx_pairs(args.data, args.long)
+    path = f"/v1/models/{args.model}/predict"
+    results: dict[str, Any] = {
+        "model": args.model,
+        "inputs": "128-token" if args.long else "PAWS-X pairs",
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_before": os.getloadavg()[0],
+        "throughput": [],
+    }
+    for label, env in servers():
+        with serve(args.model_repo, env, startup_timeout=900) as server:
+            if not env:
+                results["overhead"] = asdict(
+                    measure_overhead(server.base_url, path, pairs, args.overhead_requests)
+                )
+            results["throughput"].append(
+                asdict(
+                    measure_throughput(
+                        label, server.base_url, path, pairs, args.requests, args.concurrency
+                    )
+                )
+            )
+    results["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(results, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
