@@ -9,9 +9,13 @@ from training.kinds.multiple_choice import MultipleChoice
 from training.kinds.token_tagging import TokenTagging
 from training.tasks import TaskError, get_task
 
-KINDS: dict[str, TaskKind] = {
-    kind.name: kind for kind in (Classification(), MultipleChoice(), ExtractiveQA(), TokenTagging())
-}
+_ALL_KINDS: tuple[TaskKind, ...] = (
+    Classification(),
+    MultipleChoice(),
+    ExtractiveQA(),
+    TokenTagging(),
+)
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in _ALL_KINDS}
 
 # The final checkpoint is an XLMRobertaForSequenceClassification that [Export] and the service
 # serve, and zero-shot evaluation reports per-label accuracy and macro-F1: only classification
