@@ -150,9 +150,46 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, list[dic
 def _error_response(
     request: Request, error: dict[str, Any], status: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    return JSONResponse(_error_body(request.url.path, error), status_code=status, headers=headers)
+
+
+def _error_body(path: str, error: dict[str, Any]) -> dict[str, Any]:
     """v1's error object, or the bare message string that the v2 protocol's clients expect."""
-    body = {"error": error["message"] if is_v2_path(request.url.path) else error}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return {"error": error["message"] if is_v2_path(path) else error}
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unhandled exception with a JSON 500 and leaves the connection usable.
+
+    Starlette's handler for `Exception` sends its response and then re-raises, after which uvicorn
+    drops the connection: a keep-alive client's next request on it would be reset.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        except Exception:
+            if started:  # too late for an error response; let the server close the connection
+                raise
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            self.metrics.errors.labels("internal").inc()
+            error = {"type": "internal", "message": "internal error; the server log has details"}
+            response = JSONResponse(_error_body(scope["path"], error), status_code=500)
+            await response(scope, receive, send)
 
 
 def access_policy(settings: Settings) -> AccessPolicy:
@@ -209,6 +246,7 @@ def create_app(
     app.include_router(probe_router)
     app.include_router(v2_router)
     app.include_router(admin_router)
+    app.add_middleware(UnexpectedErrorMiddleware, metrics=metrics)
     app.add_middleware(AccessMiddleware, policy=access_policy(settings), metrics=metrics)
     # Outside the access checks, so browsers' preflight requests are answered without a key.
     if settings.cors_allow_origins:
@@ -246,16 +284,6 @@ def create_app(
         )
         return _error_response(
             request, {"type": error_type, "message": message}, exc.status_code, exc.headers
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        metrics.errors.labels("internal").inc()
-        return _error_response(
-            request,
-            {"type": "internal", "message": "internal error; the server log has details"},
-            500,
         )
 
     return app
