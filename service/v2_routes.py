@@ -273,6 +273,8 @@ def _parse_header(header: bytes) -> InferRequest:
         raw = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the inference request is not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # the body cap still admits millions of nested brackets
+        raise BadRequest("the inference request nests too deeply to be a tensor request") from exc
     try:
         return InferRequest.model_validate(raw)
     except ValidationError as exc:

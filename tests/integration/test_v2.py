@@ -198,6 +198,7 @@ _BINARY_HEADER = json.dumps(
 
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("not json", {"content": b"{nope"}, 400, "not valid JSON"),
+    ("nested too deep", {"content": b"[" * 200_000 + b"]" * 200_000}, 400, "nests too deeply"),
     ("no inputs", {"json": {"inputs": []}}, 400, "inputs: List should have at least 1 item"),
     ("extra field", {"json": {**_pair_body(["a"], ["b"]), "stream": True}}, 400, "stream"),
     (
