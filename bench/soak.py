@@ -297,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         process.terminate()
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     slope, used = slope_mb_per_min(samples, args.warmup)
     after = [s.rss_mb for s in samples if s.elapsed_s >= args.warmup]
