@@ -70,7 +70,7 @@ def test_unknown_keys_are_named() -> None:
             {"start": 5, "stop": 5},
             "stop (5) must be greater than start (5)",
         ),
-        ("seeds", [], "seeds: List should have at least 1 item"),
+        ("seeds", [], "seeds: Tuple should have at least 1 item"),
         ("name", "bad name!", "name: String should match pattern"),
     ],
 )
@@ -96,18 +96,13 @@ def test_consistency_rules() -> None:
 
 def test_overrides_address_nested_keys_and_list_items() -> None:
     raw = apply_overrides(
-        BASE,
-        [
-            "target.lr=2e-5",
-            "target.tasks.0.train.ids.stop=6",
-            "seeds=[1, 2]",
-            "intermediate.epochs=1",
-        ],
+        BASE, ["target.lr=2e-5", "target.tasks.0.train.ids.stop=6", "seeds=[1, 2]"]
     )
-    assert raw["target"]["lr"] == 2e-5
     assert raw["target"]["tasks"][0]["train"]["ids"]["stop"] == 6
-    assert raw["seeds"] == [1, 2]
-    assert raw["intermediate"] == {"epochs": 1}
+    # PyYAML reads "2e-5" (no dot) as a string; validation coerces it to the float.
+    recipe = recipe_from_mapping(raw)
+    assert recipe.target.lr == 2e-5 and recipe.seeds == (1, 2)
+    assert apply_overrides(BASE, ["intermediate.epochs=1"])["intermediate"] == {"epochs": 1}
     assert BASE["target"]["tasks"][0]["train"]["ids"]["stop"] == 8
 
 
