@@ -182,7 +182,9 @@ class ModelEngine:
         self._settings = settings
         self._metrics = metrics
         self._multiple = 8 if model.backend.provider == CUDA else 1
-        self._encoder = encoder or InputEncoder.from_bundle(model, pad_to_multiple_of=self._multiple)
+        self._encoder = encoder or InputEncoder.from_bundle(
+            model, pad_to_multiple_of=self._multiple
+        )
         self._queues: dict[Priority, list[_Queued]] = {p: [] for p in Priority}
         self._queued_tokens = dict.fromkeys(Priority, 0)
         self._seq = 0
