@@ -177,7 +177,8 @@ def peers(checkpoint: Path, bundle: Path, port: int, threads: int) -> dict[str, 
     infinity = [
         "/work/venvs/infinity/bin/infinity_emb", "v2", "--model-id", str(checkpoint),
         "--served-model-name", MODEL, "--engine", "torch", "--device", "cpu",
-        "--no-bettertransformer", "--batch-size", "32", "--host", "127.0.0.1", *at,
+        "--no-bettertransformer", "--no-model-warmup", "--batch-size", "32",
+        "--host", "127.0.0.1", *at,
     ]  # fmt: skip
     listed = [
         Peer(
@@ -196,7 +197,13 @@ def peers(checkpoint: Path, bundle: Path, port: int, threads: int) -> dict[str, 
             "ray-serve",
             "Ray Serve 1 replica, @serve.batch(32 requests, 5 ms) around the same ORT session",
             ["/work/venvs/ray/bin/python", str(PEERS_DIR / "ray_batch.py"), *onnx],
-            python_path,
+            # Ray otherwise swaps 127.0.0.1 for the machine's outward address: stay on loopback.
+            {
+                **python_path,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            },
+            startup_s=240.0,
         ),
         Peer(
             "infinity-emb",
@@ -288,12 +295,15 @@ def sweep(
     mix: InputsMix,
     workload: Workload,
     args: argparse.Namespace,
+    deadline: float,
 ) -> list[RunSummary]:
-    """Rates up by --factor while the SLO holds, then one step between the last pass and fail."""
+    """Rates up by --factor while the loosest SLO holds, then one step between pass and fail."""
     runs: list[RunSummary] = []
 
     def step(rate: float) -> bool:
-        shape = LoadShape("open", args.step_s, rate=rate, timeout_s=args.timeout_s)
+        # Enough requests per step for a p99 worth the name even at the lowest rates.
+        requests = max(args.min_requests, math.ceil(rate * args.step_s))
+        shape = LoadShape("open", 0, rate=rate, max_requests=requests, timeout_s=args.timeout_s)
         payloads = PayloadFactory(pairs, mix, seed=args.seed)
         summary = measure(
             base_url, MODEL, shape, payloads, args.seed, path=peer.path, encode=peer.encode
@@ -302,19 +312,23 @@ def sweep(
         lat = summary.latency_ms
         print(
             f"  {peer.name} {workload.name} {rate:6.2f} req/s -> {summary.throughput_rps:6.2f} "
-            f"req/s p50 {lat['p50'] or 0:7.1f} p99 {lat['p99'] or 0:7.1f} ms {summary.statuses}",
+            f"req/s p50 {lat['p50'] or 0:7.1f} p99 {lat['p99'] or 0:7.1f} ms {summary.statuses} "
+            f"{summary.errors or ''}",
             flush=True,
         )
-        return passes(summary, args.slo_ms)
+        return passes(summary, max(args.slo_ms))
 
     rate, last_pass, first_fail = workload.start_rate, None, None
     for _ in range(args.max_steps):
+        if time.monotonic() > deadline:
+            print(f"  {peer.name} {workload.name}: out of time, sweep cut", flush=True)
+            return runs
         if step(rate):
             last_pass, rate = rate, rate * args.factor
         else:
             first_fail = rate
             break
-    if last_pass is not None and first_fail is not None:
+    if last_pass is not None and first_fail is not None and time.monotonic() < deadline:
         step(math.sqrt(last_pass * first_fail))
     return runs
 
@@ -322,7 +336,7 @@ def sweep(
 def plot_comparison(
     results: dict[str, dict[str, list[RunSummary]]],
     workloads: list[Workload],
-    slo_ms: float,
+    slos_ms: list[float],
     path: Path,
 ) -> None:
     import matplotlib
@@ -340,7 +354,8 @@ def plot_comparison(
                 continue
             p99 = [math.nan if s.latency_ms["p99"] is None else s.latency_ms["p99"] for s in runs]
             axis.plot([s.offered_load for s in runs], p99, marker="o", label=peer_name)
-        axis.axhline(slo_ms, color="grey", linestyle="--", label=f"SLO {slo_ms:g} ms")
+        for slo_ms in slos_ms:
+            axis.axhline(slo_ms, color="grey", linestyle="--", linewidth=0.8)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("offered load (requests/s, Poisson)")
@@ -407,16 +422,22 @@ def main() -> int:
     )
     parser.add_argument("--workloads", default="pawsx,128tok")
     parser.add_argument("--mix", default="1", help="inputs per request (loadtest syntax)")
-    parser.add_argument("--slo-ms", type=float, default=250.0)
+    parser.add_argument(
+        "--slo-ms", type=float, nargs="+", default=[250.0, 1000.0], help="p99 SLOs to report"
+    )
     parser.add_argument("--step-s", type=float, default=5.0, help="seconds of arrivals per step")
-    parser.add_argument("--factor", type=float, default=1.5)
+    parser.add_argument("--min-requests", type=int, default=10, help="requests per step, at least")
+    parser.add_argument("--budget-s", type=float, default=900.0, help="stop sweeping after this")
+    parser.add_argument("--factor", type=float, default=1.6)
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--timeout-s", type=float, default=10.0)
-    parser.add_argument("--pawsx-start-rate", type=float, default=2.0)
-    parser.add_argument("--long-start-rate", type=float, default=1.0)
+    parser.add_argument("--pawsx-start-rate", type=float, default=1.0)
+    parser.add_argument("--long-start-rate", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the peers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     checkpoint, bundle = prepare_model(args.cache)
     data = prepare_data(args.cache, bundle / "tokenizer.json")
@@ -438,7 +459,12 @@ def main() -> int:
     peer_info: dict[str, dict[str, Any]] = {}
     load_before = os.getloadavg()
     began = time.monotonic()
+    deadline = began + args.budget_s
     for name in wanted:
+        if time.monotonic() > deadline:
+            peer_info[name] = {"error": f"not started: the run's {args.budget_s:.0f} s were spent"}
+            results[name] = {}
+            continue
         port = free_port()
         peer = peers(checkpoint, bundle, port, args.threads)[name]
         base_url = f"http://127.0.0.1:{port}"
@@ -460,7 +486,7 @@ def main() -> int:
                             timeout=60,
                         ).raise_for_status()
                     results[peer.name][workload.name] = sweep(
-                        peer, base_url, pairs, mix, workload, args
+                        peer, base_url, pairs, mix, workload, args, deadline
                     )
         except (RuntimeError, httpx.HTTPError) as exc:
             peer_info[peer.name]["error"] = str(exc)
@@ -488,9 +514,9 @@ def main() -> int:
         ),
         "utf-8",
     )
-    summary = results_markdown(results, workloads, peer_info, args.slo_ms)
+    summary = "\n".join(results_markdown(results, workloads, peer_info, slo) for slo in args.slo_ms)
     detail = "\n".join(
-        f"### {name}, {workload}\n\n{markdown_table(runs, args.slo_ms)}"
+        f"### {name}, {workload}\n\n{markdown_table(runs, max(args.slo_ms))}"
         for name, by_w in results.items()
         for workload, runs in by_w.items()
     )

@@ -77,14 +77,28 @@ def main() -> None:
     parser.add_argument("--temp-dir", type=Path, default=Path("/tmp/polyprobe-bench-ray"))
     args = parser.parse_args()
     # A fresh local cluster of our own, never one that happens to be running on this machine.
-    ray.init(
-        address="local",
-        num_cpus=os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=str(args.temp_dir),
-    )
+    # Ray gives its raylet a fixed 30 s to register, which a busy 2-core machine can miss: retry.
+    for attempt in range(1, 4):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=str(args.temp_dir),
+            )
+            break
+        except Exception as exc:  # Ray raises a bare Exception for a slow start
+            print(f"ray.init attempt {attempt} failed: {exc}", flush=True)
+            ray.shutdown()
+            if attempt == 3:
+                raise
+    node_ip = ray.util.get_node_ip_address()
+    if not node_ip.startswith("127."):
+        raise SystemExit(
+            f"Ray chose {node_ip}; run with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 to keep it on loopback"
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     serve.run(
         OnnxClassifier.options(ray_actor_options={"num_cpus": 1}).bind(
