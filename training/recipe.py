@@ -83,7 +83,7 @@ class TaskData(_Strict):
 class Augmentation(_Strict):
     """Perturb a fraction of training inputs with `robustness/` families (adversarial augmentation)."""
 
-    families: tuple[str, ...] = ("grapheme_edit",)
+    families: tuple[str, ...] = ("char_swap", "char_delete", "keyboard_typo")
     fraction: float = Field(default=0.2, gt=0.0, le=1.0)
     severity: float = Field(default=0.1, gt=0.0, le=1.0)
 
