@@ -141,6 +141,9 @@ def read_provenance(checkpoint_dir: Path, *, source: str, target_task: str | Non
 
 
 def _number(value: Any) -> float | None:
+    """A plain number, or the point estimate of `polyprobe train`'s {estimate, ci_low, ...}."""
+    if isinstance(value, Mapping):
+        value = value.get("estimate")
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None

@@ -383,3 +383,18 @@ def test_served_variant_follows_the_device_and_never_crosses_over(tmp_path: Path
     assert choose_variant(gpu_only, on_cuda=True, forced=None).precision == "fp16"
     # The setting wins over the device, e.g. fp16 on CPU to check it before a GPU deployment.
     assert choose_variant(gpu_only, on_cuda=False, forced="fp16").precision == "fp16"
+
+
+def test_training_metrics_from_polyprobe_train_reach_the_bundle(tmp_path: Path) -> None:
+    from export.provenance import read_training_evaluation
+    from training.evaluate import Prediction, zero_shot_metrics
+
+    predictions = [Prediction(i, lang, i % 2, 0) for lang in ("en", "de") for i in range(10)]
+    metrics = zero_shot_metrics(predictions, ("not_paraphrase", "paraphrase"), majority_label=0)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (evaluation,) = read_training_evaluation(tmp_path, "pawsx")
+    assert {k: (r.n, r.accuracy) for k, r in evaluation.per_language.items()} == {
+        "de": (10, 0.5),
+        "en": (10, 0.5),
+    }
+    assert evaluation.per_language["en"].macro_f1 == pytest.approx(1 / 3)
