@@ -203,10 +203,16 @@ def run_job(client: ProbeClient, body: JSON, progress: IO[str]) -> JSON:
     job_id = job["id"]
     print(f"job {job_id} submitted", file=progress)
     try:
+        last: JSON | None = None
         for name, data in client.events(job_id):
             if name == "progress":
                 print(_progress_line(data), file=progress)
+                last = data
         done = client.job(job_id)
+        # A job that ends before the stream opens sends no progress event: show where it ended.
+        final = {"state": done["status"], **done["progress"]}
+        if last is None or {k: last.get(k) for k in final} != final:
+            print(_progress_line(final), file=progress)
     except KeyboardInterrupt:
         client.cancel(job_id)
         raise ClientError(f"interrupted: job {job_id} cancelled") from None
