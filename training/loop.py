@@ -29,7 +29,7 @@ from training.augment import Augmenter
 from training.kinds import get_kind
 from training.model import MultiTaskModel, load_trainable_state, trainable_state
 from training.recipe import Phase
-from training.sampling import Step, micro_batches, plan_steps, shard
+from training.sampling import Step, examples_per_epoch, micro_batches, plan_steps, shard
 from training.tasks import Example, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -157,8 +157,6 @@ def _fingerprint(phase: Phase, seed: int, sizes: Mapping[str, int]) -> str:
 
 
 def steps_per_epoch(phase: Phase, sizes: Mapping[str, int]) -> int:
-    from training.sampling import examples_per_epoch
-
     return max(
         1,
         math.ceil(
