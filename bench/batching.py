@@ -155,8 +155,9 @@ def measure_throughput(
     )
 
 
-def servers() -> Iterator[tuple[str, dict[str, str]]]:
-    yield "batching (defaults)", {}
+def servers(batching_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    settings = " ".join(f"{key}={value}" for key, value in batching_env.items()) or "defaults"
+    yield f"batching ({settings})", batching_env
     yield "no batching (POLYPROBE_INFERENCE_BATCH_SIZE=1)", {"POLYPROBE_INFERENCE_BATCH_SIZE": "1"}
 
 
@@ -174,7 +175,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    parser.add_argument(
+        "--batching-setting",
+        action="append",
+        default=[],
+        metavar="POLYPROBE_KEY=VALUE",
+        help="a setting for the batching server (the runner passes no POLYPROBE_ variable through)",
+    )
     args = parser.parse_args()
+    batching_env = dict(setting.split("=", 1) for setting in args.batching_setting)
     args.model_repo.mkdir(parents=True, exist_ok=True)
     pairs = pawsx_pairs(args.data, args.long)
     path = f"/v1/models/{args.model}/predict"
@@ -185,9 +194,9 @@ def main() -> None:
         "load_average_before": os.getloadavg()[0],
         "throughput": [],
     }
-    for label, env in servers():
+    for label, env in servers(batching_env):
         with serve(args.model_repo, env, startup_timeout=900) as server:
-            if not env:
+            if env is batching_env:
                 results["overhead"] = asdict(
                     measure_overhead(server.base_url, path, pairs, args.overhead_requests)
                 )
