@@ -183,6 +183,8 @@ def main() -> None:
         help="a setting for the batching server (the runner passes no POLYPROBE_ variable through)",
     )
     args = parser.parse_args()
+    if malformed := [s for s in args.batching_setting if "=" not in s]:
+        parser.error(f"--batching-setting takes POLYPROBE_KEY=VALUE, got {malformed}")
     batching_env = dict(setting.split("=", 1) for setting in args.batching_setting)
     args.model_repo.mkdir(parents=True, exist_ok=True)
     pairs = pawsx_pairs(args.data, args.long)
@@ -194,9 +196,9 @@ def main() -> None:
         "load_average_before": os.getloadavg()[0],
         "throughput": [],
     }
-    for label, env in servers(batching_env):
+    for index, (label, env) in enumerate(servers(batching_env)):
         with serve(args.model_repo, env, startup_timeout=900) as server:
-            if env is batching_env:
+            if index == 0:  # the overhead is the batching server's
                 results["overhead"] = asdict(
                     measure_overhead(server.base_url, path, pairs, args.overhead_requests)
                 )
