@@ -59,6 +59,19 @@ class Candidate:
     length: int
 
 
+# Token budgets when POLYPROBE_BATCH_MAX_TOKENS is unset. On CPU every padded token costs
+# FLOPs and a large batch is no faster per token, so beyond ~512 batching loses to per-request
+# inference (e5-small sweep in bench/RESULTS.md: 1.22x at 512, 0.85x at 4096). A GPU is
+# latency-bound at small batches and keeps gaining up to a few thousand tokens.
+CPU_TOKEN_BUDGET = 512
+CUDA_TOKEN_BUDGET = 4096
+
+
+def default_token_budget(provider: str) -> int:
+    """The batch token budget that suits an ONNX Runtime execution provider."""
+    return CUDA_TOKEN_BUDGET if provider == CUDA else CPU_TOKEN_BUDGET
+
+
 def batch_cost(lengths: Sequence[int], multiple: int = 1) -> int:
     """Padded tokens of a batch: every row is as long as the longest one."""
     return len(lengths) * padded_length(max(lengths), multiple) if lengths else 0
@@ -182,6 +195,7 @@ class ModelEngine:
         self._settings = settings
         self._metrics = metrics
         self._multiple = 8 if model.backend.provider == CUDA else 1
+        self._max_tokens = settings.batch_max_tokens or default_token_budget(model.backend.provider)
         self._encoder = encoder or InputEncoder.from_bundle(
             model, pad_to_multiple_of=self._multiple
         )
@@ -217,6 +231,11 @@ class ModelEngine:
     def start(self) -> None:
         """Start the worker; call from the event loop that will serve requests."""
         if self._worker is None:
+            logger.info(
+                "batcher %s: up to %d inputs or %d padded tokens per batch on %s",
+                self.model.name, self._settings.inference_batch_size, self._max_tokens,
+                self.model.backend.provider,
+            )  # fmt: skip
             self._worker = asyncio.get_running_loop().create_task(
                 self._work(), name=f"batcher-{self.model.name}"
             )
@@ -386,7 +405,7 @@ class ModelEngine:
         if len(queue) >= settings.inference_batch_size:
             return True
         lengths = [q.candidate.length for q in queue]
-        return batch_cost(lengths, self._multiple) >= settings.batch_max_tokens
+        return batch_cost(lengths, self._multiple) >= self._max_tokens
 
     async def _work(self) -> None:
         idle = True
@@ -422,7 +441,7 @@ class ModelEngine:
         window = queue[: 8 * settings.inference_batch_size]
         picked = form_batch(
             [q.candidate for q in window],
-            max_tokens=settings.batch_max_tokens,
+            max_tokens=self._max_tokens,
             max_size=settings.inference_batch_size,
             multiple=self._multiple,
         )

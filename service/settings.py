@@ -38,10 +38,11 @@ class Settings(BaseSettings):
     inference_batch_size: int = Field(
         default=32, ge=1, description="most inputs the batcher puts in one ONNX Runtime call"
     )
-    batch_max_tokens: int = Field(
-        default=4096,
+    batch_max_tokens: int | None = Field(
+        default=None,
         ge=1,
-        description="token budget of one batch, counting padding (inputs x longest input)",
+        description="token budget of one batch, counting padding (inputs x longest input); "
+        "unset: 512 on CPU, where padded tokens cost real FLOPs, 4096 on CUDA",
     )
     batch_wait_ms: float = Field(
         default=2.0,

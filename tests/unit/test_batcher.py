@@ -22,6 +22,7 @@ from service.batcher import (
     Priority,
     StageTimes,
     batch_cost,
+    default_token_budget,
     form_batch,
     warmup_lengths,
 )
@@ -149,10 +150,11 @@ def fake_model(backend: RecordingBackend, max_length: int = 8) -> SimpleNamespac
 
 @asynccontextmanager
 async def running_engine(
-    backend: RecordingBackend, **settings: object
+    backend: RecordingBackend, max_length: int = 8, **settings: object
 ) -> AsyncIterator[ModelEngine]:
     config = Settings.model_validate({"batch_wait_ms": 0, **settings})
-    engine = ModelEngine(fake_model(backend), config, ServiceMetrics(), encoder())  # type: ignore[arg-type]
+    model = fake_model(backend, max_length)
+    engine = ModelEngine(model, config, ServiceMetrics(), encoder(max_length))  # type: ignore[arg-type]
     engine.start()
     try:
         yield engine
@@ -348,3 +350,24 @@ def test_encoder_pads_a_batch_to_its_longest_and_to_multiples_of_8() -> None:
     assert widths(1, ["a b c", "d"]) == (2, 3)
     assert widths(8, ["a b c", "d"]) == (2, 8)
     assert widths(8, ["a " * 9]) == (1, 16)
+
+
+def test_the_default_token_budget_depends_on_the_execution_provider() -> None:
+    assert default_token_budget("CPUExecutionProvider") == 512
+    assert default_token_budget("CUDAExecutionProvider") == 4096
+
+
+def test_an_unset_token_budget_batches_at_most_512_padded_tokens_on_cpu() -> None:
+    backend = RecordingBackend()
+    long_text = " ".join(["a"] * 100)
+
+    async def main() -> None:
+        async with running_engine(backend, max_length=128) as engine:
+            blocker = await hold_the_worker(engine, backend)
+            work = asyncio.create_task(engine.predict(texts(*[long_text] * 12)))
+            await queued_inputs(engine, 12)
+            backend.release.set()
+            await asyncio.gather(blocker, work)
+
+    asyncio.run(main())
+    assert [len(batch) for batch in backend.batches[1:]] == [5, 5, 2]  # 5 x 100 <= 512 < 6 x 100
