@@ -9,8 +9,8 @@ real PAWS-X dev pairs (read from ../shared/data) with the same per-input query b
   character/keyboard families x 10 samples.
 - TextAttack (>= 0.3.11, in its own venv): the DeepWordBug recipe's components (the same four
   character transformations, one random candidate each, greedy word swap with "unk" leave-one-out
-  importance, untargeted goal with `query_budget`, edit distance / repeat / stopword constraints)
-  over a local `ModelWrapper` that runs the same ONNX session and tokenizer. Nothing is
+  importance, untargeted goal with `query_budget`, edit distance and repeat constraints; no
+  stopword constraint, as the probe attacks stopwords too) over a local `ModelWrapper` that runs the same ONNX session and tokenizer. Nothing is
   downloaded. Each example's ground truth is set to the model's clean prediction, so TextAttack
   attacks every input (it skips misclassified ones otherwise), as the probe does.
 
@@ -172,10 +172,7 @@ def run_textattack_worker(args: argparse.Namespace) -> None:
     import onnxruntime as ort
     import textattack
     from textattack.constraints.overlap import LevenshteinEditDistance
-    from textattack.constraints.pre_transformation import (
-        RepeatModification,
-        StopwordModification,
-    )
+    from textattack.constraints.pre_transformation import RepeatModification
     from textattack.goal_functions import UntargetedClassification
     from textattack.models.wrappers import ModelWrapper
     from textattack.search_methods import GreedyWordSwapWIR
@@ -235,7 +232,7 @@ def run_textattack_worker(args: argparse.Namespace) -> None:
             WordSwapRandomCharacterInsertion(),
         ]
     )
-    constraints = [LevenshteinEditDistance(30), RepeatModification(), StopwordModification()]
+    constraints = [LevenshteinEditDistance(30), RepeatModification()]
     attack = textattack.Attack(goal, constraints, transformation, GreedyWordSwapWIR("unk"))
     attack_args = textattack.AttackArgs(
         num_examples=len(pairs), random_seed=0, disable_stdout=True, silent=True
@@ -280,7 +277,17 @@ def run_textattack(args: argparse.Namespace, inputs: list[dict[str, str]]) -> di
         "--budget", str(args.budget),
         "--batch-size", str(args.batch_size),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    # `import textattack` builds a stopword constraint from NLTK's corpus, which cannot be
+    # downloaded offline; an empty English list lets it import (the attack here uses none).
+    nltk_data = path.parent / "probe_vs_textattack_nltk"
+    (nltk_data / "corpora" / "stopwords").mkdir(parents=True, exist_ok=True)
+    (nltk_data / "corpora" / "stopwords" / "english").write_text("", "utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TOKENIZERS_PARALLELISM": "false",
+        "NLTK_DATA": str(nltk_data),
+    }
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"TextAttack run failed:\n{done.stderr[-4000:]}")
