@@ -218,6 +218,7 @@ def create_app(
         state.models,
         on_change=lambda: _publish_model_metrics(state),
         warm_up=state.engines.add,
+        on_reload=lambda outcome: metrics.model_reloads.labels(outcome.model, outcome.result).inc(),
     )
 
     @asynccontextmanager

@@ -115,6 +115,12 @@ class ServiceMetrics:
             ["model", "version", "task", "precision", "provider", "sha256"],
             registry=self.registry,
         )
+        self.model_reloads = Counter(
+            "polyprobe_model_reloads",
+            "New model versions after startup (poll or admin reload): swapped in or refused",
+            ["model", "result"],
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "polyprobe_model_ready",
             "1 when the model loaded and serves, 0 when it was refused",

@@ -64,6 +64,7 @@ class ModelManager:
         models: dict[str, ModelEntry],
         on_change: Callable[[], None],
         warm_up: Callable[[LoadedModel], Awaitable[object]],
+        on_reload: Callable[[ReloadOutcome], None] = lambda outcome: None,
     ) -> None:
         self.settings = settings
         self.backend_factory = backend_factory
@@ -71,6 +72,9 @@ class ModelManager:
         self.on_change = on_change
         # Run on a version loaded after startup, before it takes traffic; raising refuses it.
         self.warm_up = warm_up
+        # Told of each version swapped in or newly refused after startup (not of a refusal it
+        # remembers, nor of "unchanged").
+        self.on_reload = on_reload
         # One load at a time: a poll and an admin reload of the same model must not race.
         self._lock = anyio.Lock()
         self._refused: dict[str, tuple[str, Signature]] = {}
@@ -161,13 +165,15 @@ class ModelManager:
                 load_model, newest, self.settings, self.backend_factory
             )
         except LOAD_ERRORS as exc:
-            return self._refuse(name, versions, newest.version, files, served, str(exc))
+            outcome = self._refuse(name, versions, newest.version, files, served, str(exc))
+            return self._reported(outcome, after_startup=warm)
         if warm:
             try:
                 await self.warm_up(model)
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 error = f"warm-up failed: {exc}"
-                return self._refuse(name, versions, newest.version, files, served, error)
+                outcome = self._refuse(name, versions, newest.version, files, served, error)
+                return self._reported(outcome, after_startup=True)
         # No await from here to the assignment: a request sees the old entry or the new one.
         self._refused.pop(name, None)
         self.models[name] = ModelEntry(name, versions, ModelState.READY, model)
@@ -178,7 +184,13 @@ class ModelManager:
                 "model %s: version %s serves, version %s drains", name, model.version, previous
             )
         self.on_change()
-        return ReloadOutcome(name, "loaded", model.version, previous, newest.version)
+        outcome = ReloadOutcome(name, "loaded", model.version, previous, newest.version)
+        return self._reported(outcome, after_startup=warm)
+
+    def _reported(self, outcome: ReloadOutcome, *, after_startup: bool) -> ReloadOutcome:
+        if after_startup:
+            self.on_reload(outcome)
+        return outcome
 
     def _refuse(
         self,

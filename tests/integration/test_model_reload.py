@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.settings import Settings
@@ -57,6 +58,16 @@ def served_version(client: httpx.Client, **headers: str) -> str:
     return version
 
 
+def reload_counts(client: httpx.Client) -> dict[str, float]:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    family = next(f for f in families if f.name == "polyprobe_model_reloads")
+    return {
+        s.labels["result"]: s.value
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["model"] == "demo"
+    }
+
+
 def test_polling_swaps_new_versions_in_and_refuses_broken_ones(
     demo_bundle: Path, tmp_path: Path
 ) -> None:
@@ -97,6 +108,8 @@ def test_polling_swaps_new_versions_in_and_refuses_broken_ones(
             if line.startswith("polyprobe_model_info{")
         ]
         assert len(info) == 1 and 'version="3"' in info[0], info
+        # v3 was refused once however many polls saw it broken; startup's v1 is no reload.
+        assert reload_counts(client) == {"loaded": 2.0, "refused": 1.0}
     log = server.log_text()
     assert "refusing model demo version 3" in log
     assert "model demo: version 2 keeps serving" in log
