@@ -7,9 +7,10 @@ Layout of `output_dir`:
   seed-<s>/target/resume.pt       resume state of the target phase
   seed-<s>/checkpoint/            XLMRobertaForSequenceClassification + tokenizer + polyprobe_run.json
   seed-<s>/metrics.json, metrics.png, predictions.jsonl
-  summary.json                    per-language mean and spread over seeds
-A seed whose metrics.json exists is skipped, and an interrupted phase resumes from its last
-evaluation, so re-running the same command finishes an interrupted run.
+  summary.json                    per-language mean and spread over every finished seed
+A seed whose metrics.json exists is skipped (if it ran with the same config; otherwise the run
+stops with an error), and an interrupted phase resumes from its last evaluation, so re-running
+the same command finishes an interrupted run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from training.model import (
     save_classifier,
     save_encoder,
 )
-from training.recipe import Phase, Recipe
+from training.recipe import Phase, Recipe, RecipeError
 from training.splits import check_loaded, check_recipe, compress_ids
 from training.tasks import Example, TaskSpec, get_task, load_examples
 
@@ -178,6 +179,7 @@ def _run_seed(
     run_dir = recipe.output_dir / f"seed-{seed}"
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
+        check_same_config(recipe, run_dir / "checkpoint" / RUN_MANIFEST)
         logger.info("seed %d already finished (%s): skipped", seed, metrics_path)
         return SeedRun(seed, run_dir, json.loads(metrics_path.read_text()), skipped=True)
     started = time.time()
@@ -316,8 +318,53 @@ def _intermediate(
     return str(out / "encoder"), result
 
 
+# Keys that differ between runs meant to be pooled: each process of a parallel run names its own.
+_POOLED_KEYS = frozenset({"seeds", "output_dir"})
+
+
+def config_differences(
+    ours: Mapping[str, Any], theirs: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    differences = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            differences += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}")
+    return differences
+
+
+def check_same_config(recipe: Recipe, manifest_path: Path) -> None:
+    """A finished seed is reused only if it ran with this config (seeds and output_dir aside)."""
+    config = json.loads(manifest_path.read_text())["config"]
+    ours = {k: v for k, v in recipe.model_dump(mode="json").items() if k not in _POOLED_KEYS}
+    theirs = {k: v for k, v in config.items() if k not in _POOLED_KEYS}
+    differences = config_differences(ours, theirs)
+    if differences:
+        raise RecipeError(
+            f"{manifest_path.parent.parent} finished with a different config "
+            f"({', '.join(differences)}): give this recipe its own output_dir, or delete that "
+            "seed directory to retrain it"
+        )
+
+
+def finished_runs(output_dir: Path) -> list[SeedRun]:
+    """Every finished seed in `output_dir`, including those other processes trained."""
+    runs = []
+    for metrics_path in output_dir.glob("seed-*/metrics.json"):
+        metrics = json.loads(metrics_path.read_text())
+        runs.append(SeedRun(int(metrics["seed"]), metrics_path.parent, metrics, skipped=True))
+    return sorted(runs, key=lambda run: run.seed)
+
+
 def summarise_seeds(recipe: Recipe, runs: Sequence[SeedRun]) -> dict[str, Any]:
-    """Mean and sample standard deviation of each language's accuracy over seeds."""
+    """Mean and sample standard deviation of each language's accuracy over every finished seed
+    in the output directory: parallel processes, one seed each, all end with the full summary."""
+    ours = {run.seed for run in runs}
+    runs = [*runs, *(run for run in finished_runs(recipe.output_dir) if run.seed not in ours)]
+    runs = sorted(runs, key=lambda run: run.seed)
     per_lang: dict[str, list[float]] = {}
     for run in runs:
         for lang, values in run.metrics.get("languages", {}).items():

@@ -201,6 +201,43 @@ def test_a_second_run_skips_the_finished_seed(
     assert weights.stat().st_mtime_ns == stamp
 
 
+def test_a_finished_seed_with_another_config_is_refused_not_reused(
+    first_run: FirstRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyprobe.cli import main
+
+    output_dir = tmp_path / "changed"
+    shutil.copytree(first_run.output_dir, output_dir)
+    argv = ["train", "--recipe", str(first_run.recipe_path), "--set", f"output_dir={output_dir}"]
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        assert main([*argv, "--set", "target.lr=5e-4", "--set", "target.warmup_ratio=0.3"]) == 2
+    finally:
+        for handler in root.handlers[len(before) :]:
+            root.removeHandler(handler)
+            handler.close()
+    error = capsys.readouterr().err
+    assert f"seed-{SEED} finished with a different config (target.lr, target.warmup_ratio)" in error
+    assert "give this recipe its own output_dir" in error
+
+
+def test_the_summary_pools_seeds_that_other_processes_finished(
+    first_run: FirstRun, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "pooled"
+    shutil.copytree(first_run.output_dir, output_dir)
+    # Another process's seed, finished in the same directory (the same config, seeds aside).
+    other = output_dir / f"seed-{SEED + 1}"
+    shutil.copytree(output_dir / f"seed-{SEED}", other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**metrics, "seed": SEED + 1}))
+    _train(["--recipe", str(first_run.recipe_path), "--set", f"output_dir={output_dir}"])
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["seeds"] == [SEED, SEED + 1]
+    assert all(len(lang["per_seed"]) == 2 for lang in summary["languages"].values())
+
+
 def test_a_phase_resumes_from_its_resume_file(first_run: FirstRun, tmp_path: Path) -> None:
     assert sorted(first_run.snapshots) == [1, 2, 3, 4]
     output_dir = tmp_path / "resumed"
