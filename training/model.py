@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from transformers import (
 
 from training.kinds import TaskKind, get_kind
 from training.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 RUN_MANIFEST = "polyprobe_run.json"
 
@@ -83,6 +86,83 @@ def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+# Every attention projection and both feed-forward matrices: in XLM-R these are all the Linear
+# layers called query/key/value/dense.
+LORA_TARGETS = ("query", "key", "value", "dense")
+ADAPTERS_DIR = "adapters"
+
+
+def _wrap_lora(encoder: PreTrainedModel, rank: int) -> PeftModel:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
+    )
+    return get_peft_model(encoder, config)
+
+
+def add_lora(encoder: PreTrainedModel, rank: int) -> PreTrainedModel:
+    """Wrap the encoder's projections in rank-`rank` adapters; the rest of the encoder freezes
+    (task heads live outside it and keep training in full)."""
+    # The peft wrapper forwards calls and attributes (config, embeddings) to the model it wraps.
+    return cast(PreTrainedModel, _wrap_lora(encoder, rank))
+
+
+def merge_lora(model: MultiTaskModel) -> dict[str, torch.Tensor] | None:
+    """Fold adapters into the encoder's weights (what evaluation, export and serving see); returns
+    the adapter weights, or None when the encoder trained in full."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if not isinstance(model.encoder, PeftModel):
+        return None
+    adapter = {
+        name: value.detach().to("cpu", copy=True)
+        for name, value in get_peft_model_state_dict(model.encoder).items()
+    }
+    model.encoder = cast(PreTrainedModel, model.encoder.merge_and_unload())
+    return adapter
+
+
+def apply_lora(
+    encoder: PreTrainedModel, adapter: Mapping[str, torch.Tensor], rank: int
+) -> PreTrainedModel:
+    """The inverse of training with `add_lora` then `merge_lora`: the encoder with `adapter`
+    merged in."""
+    from peft import set_peft_model_state_dict
+
+    wrapped = _wrap_lora(encoder, rank)
+    # peft annotates this as a bare namedtuple; it is torch's (missing_keys, unexpected_keys).
+    result: Any = set_peft_model_state_dict(wrapped, dict(adapter))
+    if result.unexpected_keys:
+        raise ValueError(f"adapter has weights this encoder lacks: {result.unexpected_keys[:5]}")
+    missing = [name for name in result.missing_keys if "lora_" in name]
+    if missing:
+        raise ValueError(f"adapter lacks weights for {len(missing)} LoRA matrices: {missing[:3]}")
+    return cast(PreTrainedModel, wrapped.merge_and_unload())
+
+
+def save_adapter(
+    adapter: Mapping[str, torch.Tensor],
+    out_dir: Path,
+    phase: str,
+    rank: int,
+    head: nn.Module | None = None,
+) -> Path:
+    """`<phase>.safetensors` (adapter weights under `lora.`, the head under `head.`) plus its rank:
+    the few megabytes that, with the base encoder, rebuild the phase's model."""
+    from safetensors.torch import save_file
+
+    tensors = {f"lora.{name}": value.contiguous() for name, value in adapter.items()}
+    if head is not None:
+        tensors |= {
+            f"head.{name}": value.detach().cpu() for name, value in head.state_dict().items()
+        }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{phase}.safetensors"
+    save_file(tensors, str(path), metadata={"rank": str(rank), "targets": ",".join(LORA_TARGETS)})
+    return path
 
 
 def save_encoder(

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from transformers import PreTrainedModel
 
 from training.evaluate import Prediction, plot_languages, write_predictions, zero_shot_metrics
 from training.kinds import check_target_task, get_kind
@@ -41,11 +42,15 @@ from training.loop import (
 )
 from training.manifest import git_state, library_versions
 from training.model import (
+    ADAPTERS_DIR,
     RUN_MANIFEST,
+    add_lora,
     build_model,
     freeze_word_embeddings,
     load_encoder,
     load_tokenizer,
+    merge_lora,
+    save_adapter,
     save_classifier,
     save_encoder,
 )
@@ -190,7 +195,7 @@ def _run_seed(
     encoder_source = base_model
     if recipe.intermediate is not None:
         encoder_source, phases["intermediate"] = _intermediate(
-            recipe.intermediate, base_model, tokenizer, seed, env, run_dir, ids
+            recipe.intermediate, base_model, recipe.lora_rank, tokenizer, seed, env, run_dir, ids
         )
     target_task = recipe.target.tasks[0].task
     target_data = _phase_data(recipe.target, "target", ids)
@@ -200,9 +205,7 @@ def _run_seed(
     check_loaded(ids.by_corpus, evaluation.corpus_key(), (e.id for e in eval_examples))
     ids.record("evaluation", target_task, "eval", evaluation.corpus_key(), eval_examples)
     seed_everything(seed)
-    encoder = load_encoder(encoder_source)
-    if recipe.target.freeze_word_embeddings:
-        freeze_word_embeddings(encoder)
+    encoder = _trainable_encoder(encoder_source, recipe.target, recipe.lora_rank)
     model = build_model(encoder, target_data.specs)
     phases["target"] = train_phase(
         model,
@@ -214,8 +217,17 @@ def _run_seed(
         work_dir=run_dir / "target",
         label=f"seed {seed} target {target_task}",
     )
+    adapter = merge_lora(model)
     metrics: dict[str, Any] = {}
     if env.is_main:
+        if adapter is not None and recipe.lora_rank is not None:
+            save_adapter(
+                adapter,
+                run_dir / ADAPTERS_DIR,
+                "target",
+                recipe.lora_rank,
+                model.heads[target_task],
+            )
         model.to(env.device)
         raw = predict(
             model, target_task, spec, eval_examples, tokenizer, recipe.target.max_length, env.device
@@ -281,9 +293,21 @@ def _run_seed(
     return SeedRun(seed, run_dir, metrics, skipped=False)
 
 
+def _trainable_encoder(source: str, phase: Phase, lora_rank: int | None) -> PreTrainedModel:
+    """The encoder a phase trains: in full (optionally with frozen word embeddings), or frozen
+    under fresh LoRA adapters when the recipe sets `lora_rank`."""
+    encoder = load_encoder(source)
+    if lora_rank is not None:
+        return add_lora(encoder, lora_rank)
+    if phase.freeze_word_embeddings:
+        freeze_word_embeddings(encoder)
+    return encoder
+
+
 def _intermediate(
     phase: Phase,
     base_model: str,
+    lora_rank: int | None,
     tokenizer: Any,
     seed: int,
     env: Distributed,
@@ -297,10 +321,7 @@ def _intermediate(
     if done.is_file():
         logger.info("seed %d: intermediate phase already finished (%s)", seed, done)
         return str(out / "encoder"), json.loads(done.read_text())
-    encoder = load_encoder(base_model)
-    if phase.freeze_word_embeddings:
-        freeze_word_embeddings(encoder)
-    model = build_model(encoder, data.specs)
+    model = build_model(_trainable_encoder(base_model, phase, lora_rank), data.specs)
     result = train_phase(
         model,
         tokenizer,
@@ -311,8 +332,11 @@ def _intermediate(
         work_dir=out,
         label=f"seed {seed} intermediate {'+'.join(data.specs)}",
     )
+    adapter = merge_lora(model)
     if env.is_main:
         save_encoder(model.encoder, tokenizer, out / "encoder")
+        if adapter is not None and lora_rank is not None:
+            save_adapter(adapter, run_dir / ADAPTERS_DIR, "intermediate", lora_rank)
         done.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     _barrier(env)
     return str(out / "encoder"), result

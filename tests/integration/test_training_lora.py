@@ -1,0 +1,132 @@
+"""A tiny STILTs recipe with `lora_rank`: each phase trains low-rank adapters on a frozen encoder,
+the checkpoint holds the merged weights, and the adapter files alone rebuild it from the base."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.training_helpers import FIXTURES, build_tiny_xlmr
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra")
+pytest.importorskip("peft", reason="LoRA training needs the train extra")
+
+pytestmark = pytest.mark.integration
+
+RANK = 4
+
+
+def _recipe(base_model: Path, output_dir: Path) -> dict[str, Any]:
+    def phase(task: str, folder: str, train: int, dev: int) -> dict[str, Any]:
+        return {
+            "tasks": [
+                {
+                    "task": task,
+                    "train": {"path": folder, "ids": {"start": 0, "stop": train}},
+                    "dev": {"path": folder, "ids": {"start": train, "stop": dev}},
+                }
+            ],
+            "lr": 5e-3,
+            "epochs": 2,
+            "effective_batch": 4,
+            "max_length": 64,
+            "warmup_ratio": 0.0,
+        }
+
+    return {
+        "name": "tiny-stilts-lora",
+        "base_model": str(base_model),
+        "data_root": str(FIXTURES),
+        "seeds": [0],
+        "output_dir": str(output_dir),
+        "lora_rank": RANK,
+        "intermediate": phase("xnli", "nli", 10, 12),
+        "target": phase("pawsx", "pawsx", 8, 10),
+        "evaluation": {
+            "data": {"path": "pawsx", "languages": ["en", "de"], "ids": {"start": 10, "stop": 16}}
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from polyprobe.cli import main
+
+    base = tmp_path_factory.mktemp("lora")
+    model_dir = build_tiny_xlmr(base / "tiny-xlmr")
+    recipe_path = base / "tiny-lora.yaml"
+    recipe_path.write_text(yaml.safe_dump(_recipe(model_dir, base / "run")))
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        assert main(["train", "--recipe", str(recipe_path)]) == 0
+    finally:
+        for handler in root.handlers[len(before) :]:
+            root.removeHandler(handler)
+            handler.close()
+    return model_dir, base / "run" / "seed-0"
+
+
+def _state(checkpoint: Path) -> dict[str, Any]:
+    from transformers import XLMRobertaForSequenceClassification
+
+    model = XLMRobertaForSequenceClassification.from_pretrained(checkpoint)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_only_adapters_and_the_head_train(lora_run: tuple[Path, Path]) -> None:
+    from transformers import AutoModel
+
+    base_dir, run_dir = lora_run
+    base = AutoModel.from_pretrained(base_dir, add_pooling_layer=False).state_dict()
+    trained = _state(run_dir / "checkpoint")
+    frozen = [name for name in base if "LayerNorm" in name or "embeddings" in name]
+    assert frozen
+    for name in frozen:
+        assert torch.equal(trained[f"roberta.{name}"], base[name]), name
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(trained[f"roberta.{query}"], base[query])
+
+
+def test_adapter_files_rebuild_the_checkpoint(lora_run: tuple[Path, Path]) -> None:
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    from training.model import ADAPTERS_DIR, apply_lora
+
+    base_dir, run_dir = lora_run
+    adapters = run_dir / ADAPTERS_DIR
+    encoder = AutoModel.from_pretrained(base_dir, add_pooling_layer=False)
+    head: dict[str, Any] = {}
+    for phase in ("intermediate", "target"):
+        with safe_open(str(adapters / f"{phase}.safetensors"), framework="pt") as f:
+            assert f.metadata()["rank"] == str(RANK)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+        assert lora and all("lora_" in name for name in lora)
+        encoder = apply_lora(encoder, lora, RANK)
+        head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+    assert head, "the target adapter file carries the classifier head"
+    trained = _state(run_dir / "checkpoint")
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, trained[f"roberta.{name}"], rtol=1e-5, atol=1e-6)
+    for name, value in head.items():
+        torch.testing.assert_close(value, trained[f"classifier.{name}"])
+
+
+def test_an_adapter_that_does_not_fit_the_encoder_is_refused(lora_run: tuple[Path, Path]) -> None:
+    from transformers import AutoModel
+
+    from training.model import apply_lora
+
+    base_dir, _ = lora_run
+    encoder = AutoModel.from_pretrained(base_dir, add_pooling_layer=False)
+    foreign = {"encoder.layer.99.attention.self.query.lora_A.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match="adapter has weights this encoder lacks"):
+        apply_lora(encoder, foreign, RANK)
+    with pytest.raises(ValueError, match="adapter lacks weights for"):
+        apply_lora(AutoModel.from_pretrained(base_dir, add_pooling_layer=False), {}, RANK)
