@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from export import artifacts_command
+from export.command import INSTALL_EXPORT_HINT
 from export.command import add_arguments as add_export_arguments
 from export.command import run as run_export
 from polyprobe import probe_client
@@ -19,10 +21,6 @@ from training.cli import add_commands as add_training_commands
 
 INSTALL_TRAIN_HINT = (
     "base models need the train extra: pip install torch==2.13.0 && pip install 'polyprobe[train]'"
-)
-INSTALL_EXPORT_HINT = (
-    "building a bundle needs the export extra: pip install torch==2.13.0 && "
-    "pip install 'polyprobe[export]' (install the pinned torch first; a bare torch pulls CUDA)"
 )
 
 
@@ -238,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.set_defaults(handler=_base_model)
 
     add_training_commands(commands)
+    artifacts_command.add_parser(commands)
 
     load = commands.add_parser(
         "loadtest",

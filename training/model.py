@@ -8,7 +8,7 @@ architecture the export path and the service already trust.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +27,7 @@ from training.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from transformers import XLMRobertaForSequenceClassification
 
 RUN_MANIFEST = "polyprobe_run.json"
 
@@ -172,6 +173,44 @@ def save_encoder(
     tokenizer.save_pretrained(out_dir)
 
 
+def build_classifier(
+    encoder: PreTrainedModel, head: nn.Module | Mapping[str, torch.Tensor], labels: Sequence[str]
+) -> XLMRobertaForSequenceClassification:
+    """The encoder and a classification head (module or its weights) as one
+    `XLMRobertaForSequenceClassification`."""
+    from transformers import XLMRobertaForSequenceClassification
+
+    config = AutoConfig.for_model(
+        "xlm-roberta",
+        **{
+            k: v
+            for k, v in encoder.config.to_dict().items()
+            if k not in {"model_type", "architectures", "id2label", "label2id", "num_labels"}
+        },
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        architectures=["XLMRobertaForSequenceClassification"],
+    )
+    classifier = XLMRobertaForSequenceClassification(config)  # type: ignore[no-untyped-call]
+    classifier.roberta.load_state_dict(encoder.state_dict())
+    classifier.classifier.load_state_dict(head if isinstance(head, Mapping) else head.state_dict())
+    return classifier
+
+
+def write_classifier(
+    classifier: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    run_manifest: Mapping[str, Any],
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / RUN_MANIFEST).write_text(json.dumps(run_manifest, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
 def save_classifier(
     model: MultiTaskModel,
     task: str,
@@ -181,26 +220,17 @@ def save_classifier(
     run_manifest: Mapping[str, Any],
 ) -> Path:
     """Write the target phase as a sequence-classification checkpoint plus the run manifest."""
-    from transformers import XLMRobertaForSequenceClassification
+    classifier = build_classifier(model.encoder, model.heads[task], spec.labels)
+    return write_classifier(classifier, tokenizer, out_dir, run_manifest)
 
-    encoder_config = model.encoder.config
-    config = AutoConfig.for_model(
-        "xlm-roberta",
-        **{
-            k: v
-            for k, v in encoder_config.to_dict().items()
-            if k not in {"model_type", "architectures", "id2label", "label2id", "num_labels"}
-        },
-        num_labels=len(spec.labels),
-        id2label=dict(enumerate(spec.labels)),
-        label2id={label: i for i, label in enumerate(spec.labels)},
-        architectures=["XLMRobertaForSequenceClassification"],
-    )
-    classifier = XLMRobertaForSequenceClassification(config)  # type: ignore[no-untyped-call]
-    classifier.roberta.load_state_dict(model.encoder.state_dict())
-    classifier.classifier.load_state_dict(model.heads[task].state_dict())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classifier.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / RUN_MANIFEST).write_text(json.dumps(run_manifest, indent=2, sort_keys=True) + "\n")
-    return out_dir
+
+def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+    """(adapter weights, head weights (empty for an intermediate phase), rank) of `save_adapter`'s file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        rank = int(f.metadata()["rank"])
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+    head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+    return lora, head, rank

@@ -4,6 +4,7 @@ the checkpoint holds the merged weights, and the adapter files alone rebuild it 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,90 @@ def test_an_adapter_that_does_not_fit_the_encoder_is_refused(lora_run: tuple[Pat
         apply_lora(encoder, foreign, RANK)
     with pytest.raises(ValueError, match="adapter lacks weights for"):
         apply_lora(AutoModel.from_pretrained(base_dir, add_pooling_layer=False), {}, RANK)
+
+
+@pytest.fixture(scope="module")
+def artifact(lora_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.artifacts import read_artifact
+    from polyprobe.cli import main
+
+    out = tmp_path_factory.mktemp("artifact") / "tiny-stilts"
+    assert (
+        main(["artifacts", "pack", str(lora_run[1]), "--name", "tiny-stilts", "--out", str(out)])
+        == 0
+    )
+    manifest = read_artifact(out)
+    assert manifest.phases == ["intermediate", "target"]
+    assert manifest.lora_rank == RANK
+    return out
+
+
+def test_the_assembled_checkpoint_predicts_as_the_trained_one(
+    lora_run: tuple[Path, Path], artifact: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer, XLMRobertaForSequenceClassification
+
+    from export.artifacts import assemble_checkpoint
+
+    base_dir, run_dir = lora_run
+    assembled = assemble_checkpoint(artifact, base_dir, tmp_path / "checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(assembled)
+    batch = tokenizer(
+        ["The cat sat on the mat.", "Der Hund schläft.", "Il pleut."],
+        ["A cat was sitting on the mat.", "Die Katze schläft.", "Il fait beau."],
+        return_tensors="pt",
+        padding=True,
+    )
+    logits = {}
+    for name, checkpoint in {"trained": run_dir / "checkpoint", "assembled": assembled}.items():
+        model = XLMRobertaForSequenceClassification.from_pretrained(checkpoint).eval()
+        with torch.no_grad():
+            logits[name] = model(**batch).logits
+    torch.testing.assert_close(logits["assembled"], logits["trained"], rtol=1e-4, atol=1e-5)
+    assert (assembled / "metrics.json").read_text() == (run_dir / "metrics.json").read_text()
+
+
+def test_bundle_assembly_is_deterministic(
+    lora_run: tuple[Path, Path], artifact: Path, tmp_path: Path
+) -> None:
+    from export.artifacts import assemble_bundle
+    from export.bundle import read_manifest
+    from polyprobe.cli import main
+
+    argv = ["artifacts", "assemble", str(artifact), "--base", str(lora_run[0])]
+    assert main([*argv, "--out", str(tmp_path / "bundle-cli")]) == 0
+    first = read_manifest(tmp_path / "bundle-cli")
+    second = assemble_bundle(artifact, lora_run[0], tmp_path / "bundle-api")
+    assert [m.sha256 for m in first.models] == [m.sha256 for m in second.models]
+    assert first.tokenizer.sha256 == second.tokenizer.sha256
+    assert first.provenance.seeds == [0]
+    assert first.evaluation, "the run's held-out evaluation travels into the bundle"
+
+
+def test_a_corrupted_artifact_is_refused(
+    lora_run: tuple[Path, Path],
+    artifact: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from export.artifacts import ArtifactError, assemble_checkpoint
+    from polyprobe.cli import main
+
+    broken = Path(shutil.copytree(artifact, tmp_path / "broken"))
+    adapter = broken / "target.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-1] ^= 0xFF
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"target.safetensors is corrupted: .* restore it"):
+        assemble_checkpoint(broken, lora_run[0], tmp_path / "checkpoint")
+    capsys.readouterr()
+    out = tmp_path / "bundle"
+    assert (
+        main(["artifacts", "assemble", str(broken), "--base", str(lora_run[0]), "--out", str(out)])
+        == 2
+    )
+    assert "target.safetensors is corrupted" in capsys.readouterr().err
+    assert not out.exists()
+    (broken / "artifact.json").unlink()
+    with pytest.raises(ArtifactError, match=r"artifact\.json is missing"):
+        assemble_checkpoint(broken, lora_run[0], tmp_path / "checkpoint")

@@ -1,0 +1,156 @@
+"""Trained artifacts: the few megabytes a LoRA training run adds to its base encoder.
+
+An artifact directory holds each phase's adapter file (`<phase>.safetensors`, the target's with the
+classifier head), the run's manifest and evaluation, and `artifact.json` listing every file's
+sha256. Assembly checks those hashes, merges the adapters into the base encoder phase by phase,
+and exports the result through the same gated path as any checkpoint, so a bundle assembled on a
+user's machine is verified there against the checkpoint it rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from export.bundle import BundleManifest, sha256_of
+
+ARTIFACT_MANIFEST = "artifact.json"
+RUN_MANIFEST = "polyprobe_run.json"
+METRICS = "metrics.json"
+PHASE_ORDER = ("intermediate", "target")
+
+
+class ArtifactError(ValueError):
+    """An artifact directory that cannot be assembled; the message says what to fix."""
+
+
+class ArtifactManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    base_model: str
+    lora_rank: int = Field(gt=0)
+    task: str
+    labels: list[str] = Field(min_length=2)
+    phases: list[str] = Field(min_length=1)
+    files: dict[str, str]
+
+
+def pack_run(run_dir: Path, out_dir: Path, name: str) -> ArtifactManifest:
+    """Collect a finished LoRA seed directory (`seed-N/`) into an artifact directory."""
+    adapters = run_dir / "adapters"
+    phases = [p for p in PHASE_ORDER if (adapters / f"{p}.safetensors").is_file()]
+    if "target" not in phases:
+        raise ArtifactError(
+            f"{adapters}/target.safetensors is missing: pack a run trained with lora_rank set"
+        )
+    run_manifest = run_dir / "checkpoint" / RUN_MANIFEST
+    metrics = run_dir / METRICS
+    for required in (run_manifest, metrics):
+        if not required.is_file():
+            raise ArtifactError(f"{required} is missing: pack a finished seed directory")
+    run = json.loads(run_manifest.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = {f"{p}.safetensors": adapters / f"{p}.safetensors" for p in phases}
+    sources |= {RUN_MANIFEST: run_manifest, METRICS: metrics}
+    for file_name, source in sources.items():
+        shutil.copyfile(source, out_dir / file_name)
+    manifest = ArtifactManifest(
+        name=name,
+        base_model=str(run["config"]["base_model"]),
+        lora_rank=int(run["config"]["lora_rank"]),
+        task=str(run["task"]),
+        labels=[str(label) for label in run["labels"]],
+        phases=phases,
+        files={file_name: sha256_of(out_dir / file_name) for file_name in sorted(sources)},
+    )
+    (out_dir / ARTIFACT_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def read_artifact(artifact_dir: Path) -> ArtifactManifest:
+    """The artifact's manifest, after checking that every file it lists is there, unchanged."""
+    path = artifact_dir / ARTIFACT_MANIFEST
+    try:
+        manifest = ArtifactManifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: {artifact_dir} is not an artifact") from None
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is not a valid artifact manifest: {exc}") from None
+    for file_name, expected in manifest.files.items():
+        file_path = artifact_dir / file_name
+        if not file_path.is_file():
+            raise ArtifactError(f"{file_path} is missing (listed in {ARTIFACT_MANIFEST})")
+        actual = sha256_of(file_path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{file_path} is corrupted: its sha256 is {actual[:12]}..., {ARTIFACT_MANIFEST} "
+                f"records {expected[:12]}...; restore it (e.g. git checkout -- {file_path})"
+            )
+    missing = [p for p in manifest.phases if f"{p}.safetensors" not in manifest.files]
+    if missing:
+        raise ArtifactError(f"{path} lists phases {missing} without their adapter files")
+    return manifest
+
+
+def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path) -> Path:
+    """Rebuild the training run's classifier checkpoint from the base encoder and the adapters."""
+    from training.model import (
+        apply_lora,
+        build_classifier,
+        load_encoder,
+        load_tokenizer,
+        read_adapter,
+        write_classifier,
+    )
+
+    manifest = read_artifact(artifact_dir)
+    encoder = load_encoder(base_model_dir)
+    head: dict[str, Any] = {}
+    for phase in manifest.phases:
+        lora, head, rank = read_adapter(artifact_dir / f"{phase}.safetensors")
+        if rank != manifest.lora_rank:
+            raise ArtifactError(
+                f"{artifact_dir / phase}.safetensors has rank {rank}, "
+                f"{ARTIFACT_MANIFEST} says {manifest.lora_rank}"
+            )
+        try:
+            encoder = apply_lora(encoder, lora, rank)
+        except ValueError as exc:
+            raise ArtifactError(f"{artifact_dir / phase}.safetensors: {exc}") from None
+    if not head:
+        raise ArtifactError(f"{artifact_dir}/target.safetensors carries no classifier head")
+    classifier = build_classifier(encoder, head, manifest.labels)
+    run = json.loads((artifact_dir / RUN_MANIFEST).read_text())
+    write_classifier(classifier, load_tokenizer(base_model_dir), out_dir, run)
+    shutil.copyfile(artifact_dir / METRICS, out_dir / METRICS)
+    return out_dir
+
+
+def assemble_bundle(
+    artifact_dir: Path, base_model_dir: Path, bundle_dir: Path, *, version: str = "1"
+) -> BundleManifest:
+    """Assemble the checkpoint in a scratch folder and export it as a parity-checked bundle."""
+    from export.build import build_bundle
+    from export.parity import builtin_sample
+    from export.provenance import read_provenance, read_training_evaluation
+
+    manifest = read_artifact(artifact_dir)
+    with tempfile.TemporaryDirectory(prefix="polyprobe-assemble-") as tmp:
+        checkpoint = assemble_checkpoint(artifact_dir, base_model_dir, Path(tmp) / "checkpoint")
+        source = f"artifact {artifact_dir} on base {manifest.base_model}"
+        return build_bundle(
+            checkpoint,
+            bundle_dir,
+            name=manifest.name,
+            version=version,
+            task="pair-classification",
+            provenance=read_provenance(checkpoint, source=source, target_task=manifest.task),
+            parity_sample=builtin_sample(),
+            evaluation=read_training_evaluation(checkpoint, manifest.task),
+        )
