@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from export.bundle import BundleManifest, sha256_of
 
+# The artifacts the project trained and ships inside the package (see that folder's README).
+SHIPPED_ARTIFACTS = Path(__file__).resolve().parent.parent / "polyprobe" / "artifacts"
 ARTIFACT_MANIFEST = "artifact.json"
 RUN_MANIFEST = "polyprobe_run.json"
 METRICS = "metrics.json"
@@ -154,3 +158,49 @@ def assemble_bundle(
             parity_sample=builtin_sample(),
             evaluation=read_training_evaluation(checkpoint, manifest.task),
         )
+
+
+def find_artifacts(root: Path) -> list[Path]:
+    """The artifact directories directly under `root`, by name (none if `root` does not exist)."""
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if (path / ARTIFACT_MANIFEST).is_file())
+
+
+def assemble_repository(
+    artifact_dirs: Sequence[Path],
+    model_repo: Path,
+    *,
+    report: Callable[[str], None] = print,
+) -> list[BundleManifest]:
+    """Assemble every artifact as `<model_repo>/<name>/1`, on the base each names.
+
+    All or nothing: bundles are built in a scratch folder beside the repository and moved in only
+    when every one has passed its parity gate, so a failed start leaves the repository as it was.
+    """
+    from training.pipeline import resolve_base_model
+
+    manifests = [read_artifact(path) for path in artifact_dirs]
+    model_repo.mkdir(parents=True, exist_ok=True)
+    scratch = Path(
+        tempfile.mkdtemp(prefix=f".{model_repo.name}-assembling-", dir=model_repo.parent)
+    )
+    try:
+        built = []
+        for i, (artifact_dir, manifest) in enumerate(zip(artifact_dirs, manifests, strict=True)):
+            started = time.monotonic()
+            report(
+                f"[{i + 1}/{len(manifests)}] {manifest.name}: merging {'+'.join(manifest.phases)} "
+                f"adapters onto {manifest.base_model}, exporting, checking parity"
+            )
+            base = Path(resolve_base_model(manifest.base_model))
+            bundle = assemble_bundle(artifact_dir, base, scratch / manifest.name / "1")
+            report(
+                f"[{i + 1}/{len(manifests)}] {manifest.name}: done in {time.monotonic() - started:.0f} s"
+            )
+            built.append(bundle)
+        for manifest in manifests:
+            shutil.move(scratch / manifest.name, model_repo / manifest.name)
+        return built
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

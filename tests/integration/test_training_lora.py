@@ -4,7 +4,11 @@ the checkpoint holds the merged weights, and the adapter files alone rebuild it 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +222,51 @@ def test_a_corrupted_artifact_is_refused(
     (broken / "artifact.json").unlink()
     with pytest.raises(ArtifactError, match=r"artifact\.json is missing"):
         assemble_checkpoint(broken, lora_run[0], tmp_path / "checkpoint")
+
+
+def _wait_ready(client: Any) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the server never became ready"
+        time.sleep(0.2)
+
+
+def test_serve_assembles_shipped_artifacts_into_an_empty_repository(
+    artifact: Path, tmp_path: Path
+) -> None:
+    from tests.integration.server import serve
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(artifact, shipped / "tiny-stilts")
+    repo = tmp_path / "models"
+    env = {"POLYPROBE_ARTIFACTS_DIR": str(shipped)}
+    with serve(repo, env) as server, server.client() as client:
+        _wait_ready(client)
+        pair = {"text": "Der Hund schläft.", "text_pair": "Die Katze schläft."}
+        response = client.post("/v1/models/tiny-stilts/predict", json={"inputs": [pair]})
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == "1"
+        assert "[1/1] tiny-stilts: done in" in server.log_text()
+    assert sorted(p.name for p in repo.iterdir()) == ["tiny-stilts"]
+    assert not list(tmp_path.glob(".models-assembling-*")), "the scratch folder is cleaned up"
+    stamp = (repo / "tiny-stilts" / "1" / "bundle.json").stat().st_mtime_ns
+    with serve(repo, env) as server, server.client() as client:
+        _wait_ready(client)
+        assert "assembling" not in server.log_text()
+    assert (repo / "tiny-stilts" / "1" / "bundle.json").stat().st_mtime_ns == stamp
+
+
+def test_a_corrupted_shipped_artifact_stops_serve_and_leaves_the_repository_empty(
+    artifact: Path, tmp_path: Path
+) -> None:
+    shipped = tmp_path / "shipped"
+    broken = Path(shutil.copytree(artifact, shipped / "tiny-stilts"))
+    (broken / "metrics.json").write_text("{}")
+    repo = tmp_path / "models"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYPROBE_")}
+    env["POLYPROBE_ARTIFACTS_DIR"] = str(shipped)
+    command = [sys.executable, "-m", "polyprobe", "serve", "--model-repo", str(repo), "--port", "0"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "metrics.json is corrupted" in result.stderr
+    assert not any(repo.glob("*")), "nothing half-assembled is left to serve"
