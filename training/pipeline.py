@@ -188,6 +188,8 @@ def _run_seed(
         logger.info("seed %d already finished (%s): skipped", seed, metrics_path)
         return SeedRun(seed, run_dir, json.loads(metrics_path.read_text()), skipped=True)
     started = time.time()
+    # The code this process imported: the checkout may move on while a long run trains.
+    code = git_state(Path(__file__).resolve().parent)
     seed_everything(seed)
     ids = _DataIds()
     tokenizer = load_tokenizer(base_model)
@@ -273,7 +275,7 @@ def _run_seed(
             "world_size": env.world_size,
             "device": str(env.device),
             "libraries": library_versions(),
-            "git": git_state(Path(__file__).resolve().parent),
+            "git": code,
             "metrics": "metrics.json",
             "labels": list(spec.labels),
             "task": target_task,
