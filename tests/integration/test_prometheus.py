@@ -123,6 +123,18 @@ def _query(prometheus_url: str, expression: str) -> list[dict[str, object]]:
     return list(body["data"]["result"])
 
 
+def _wait_until_ready(prometheus_url: str, deadline: float) -> None:
+    """Prometheus answers queries with 503 until its storage is up (slow on a loaded machine)."""
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{prometheus_url}/-/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("Prometheus never became ready")
+
+
 @needs_prometheus
 def test_real_prometheus_scrapes_and_computes_latency_quantiles(
     server: RunningServer, tmp_path: Path
@@ -153,6 +165,7 @@ def test_real_prometheus_scrapes_and_computes_latency_quantiles(
     )
     try:
         deadline = time.monotonic() + 90
+        _wait_until_ready(prometheus_url, deadline)
         result: list[dict[str, object]] = []
         with server.client() as client:
             while time.monotonic() < deadline:
