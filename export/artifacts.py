@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from export.bundle import BundleManifest, sha256_of
@@ -26,7 +27,13 @@ SHIPPED_ARTIFACTS = Path(__file__).resolve().parent.parent / "polyprobe" / "arti
 ARTIFACT_MANIFEST = "artifact.json"
 RUN_MANIFEST = "polyprobe_run.json"
 METRICS = "metrics.json"
+TRAINING_LOGITS = "training_logits.json"
 PHASE_ORDER = ("intermediate", "target")
+# How far an assembled checkpoint's logits may drift from the training-time checkpoint's on the
+# built-in sample: merging the same adapters into the same base is exact up to float rounding.
+TRAINING_LOGITS_TOLERANCE = 1e-3
+_CHECK_MAX_LENGTH = 128
+_CHECK_INPUTS = ("input_ids", "attention_mask")
 
 
 class ArtifactError(ValueError):
@@ -64,6 +71,9 @@ def pack_run(run_dir: Path, out_dir: Path, name: str) -> ArtifactManifest:
     sources |= {RUN_MANIFEST: run_manifest, METRICS: metrics}
     for file_name, source in sources.items():
         shutil.copyfile(source, out_dir / file_name)
+    logits = _sample_logits(run_dir / "checkpoint")
+    (out_dir / TRAINING_LOGITS).write_text(json.dumps({"logits": logits.tolist()}) + "\n")
+    sources[TRAINING_LOGITS] = out_dir / TRAINING_LOGITS
     manifest = ArtifactManifest(
         name=name,
         base_model=str(run["config"]["base_model"]),
@@ -99,7 +109,43 @@ def read_artifact(artifact_dir: Path) -> ArtifactManifest:
     missing = [p for p in manifest.phases if f"{p}.safetensors" not in manifest.files]
     if missing:
         raise ArtifactError(f"{path} lists phases {missing} without their adapter files")
+    if TRAINING_LOGITS not in manifest.files:
+        raise ArtifactError(
+            f"{path} lists no {TRAINING_LOGITS}: repack the run with `polyprobe artifacts pack`"
+        )
     return manifest
+
+
+def _sample_logits(checkpoint_dir: Path) -> np.ndarray:
+    """The checkpoint's logits on the built-in multilingual parity sample."""
+    from export.parity import builtin_sample, encode_sample, reference_logits
+
+    encoded = encode_sample(
+        builtin_sample(), checkpoint_dir / "tokenizer.json", _CHECK_MAX_LENGTH, _CHECK_INPUTS
+    )
+    return reference_logits(checkpoint_dir, encoded)[0]
+
+
+def check_against_training(artifact_dir: Path, checkpoint_dir: Path) -> float:
+    """Max |logit difference| between a rebuilt checkpoint and the training-time checkpoint on
+    the built-in sample; raises ArtifactError beyond TRAINING_LOGITS_TOLERANCE."""
+    recorded = np.asarray(
+        json.loads((artifact_dir / TRAINING_LOGITS).read_text())["logits"], dtype=np.float32
+    )
+    rebuilt = _sample_logits(checkpoint_dir)
+    if rebuilt.shape != recorded.shape:
+        raise ArtifactError(
+            f"{checkpoint_dir} gives logits of shape {rebuilt.shape}, the training-time checkpoint "
+            f"{recorded.shape}: the base model is not the one the adapters were trained on"
+        )
+    drift = float(np.max(np.abs(rebuilt - recorded)))
+    if drift > TRAINING_LOGITS_TOLERANCE:
+        raise ArtifactError(
+            f"the checkpoint rebuilt from {artifact_dir} differs from the training-time checkpoint "
+            f"by up to {drift:.3g} in its logits (tolerance {TRAINING_LOGITS_TOLERANCE}): the base "
+            "model is not the one the adapters were trained on"
+        )
+    return drift
 
 
 def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path) -> Path:
@@ -146,6 +192,7 @@ def _checkpoint(
     run = json.loads((artifact_dir / RUN_MANIFEST).read_text())
     write_classifier(classifier, load_tokenizer(base_model_dir), out_dir, run)
     shutil.copyfile(artifact_dir / METRICS, out_dir / METRICS)
+    check_against_training(artifact_dir, out_dir)
     return out_dir
 
 

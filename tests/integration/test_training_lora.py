@@ -224,6 +224,15 @@ def test_a_corrupted_artifact_is_refused(
         assemble_checkpoint(broken, lora_run[0], tmp_path / "checkpoint")
 
 
+def test_assembly_on_a_different_base_is_refused(artifact: Path, tmp_path: Path) -> None:
+    from export.artifacts import TRAINING_LOGITS, ArtifactError, assemble_checkpoint
+
+    assert (artifact / TRAINING_LOGITS).is_file(), "pack records the training-time logits"
+    other_base = build_tiny_xlmr(tmp_path / "other-base", seed=1)
+    with pytest.raises(ArtifactError, match="differs from the training-time checkpoint by up to"):
+        assemble_checkpoint(artifact, other_base, tmp_path / "checkpoint")
+
+
 def _wait_ready(client: Any) -> None:
     deadline = time.monotonic() + 120
     while client.get("/readyz").status_code != 200:
