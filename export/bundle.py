@@ -97,6 +97,12 @@ class LanguageResult(_Strict):
     accuracy: float = Field(ge=0.0, le=1.0)
     accuracy_ci95: tuple[float, float] | None = None
     macro_f1: float | None = None
+    majority_baseline: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="accuracy of always predicting the commonest label",
+    )
 
 
 class Evaluation(_Strict):

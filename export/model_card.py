@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from export.bundle import BundleManifest, Evaluation, ModelVariant, ParityReport
+from export.bundle import BundleManifest, Evaluation, LanguageResult, ModelVariant, ParityReport
 
 MODEL_CARD_NAME = "README.md"
 
@@ -40,15 +40,40 @@ def _training(manifest: BundleManifest) -> list[str]:
     return [*lines, ""]
 
 
+def _accuracy_cell(result: LanguageResult) -> str:
+    if result.accuracy_ci95 is None:
+        return _pct(result.accuracy)
+    low, high = result.accuracy_ci95
+    return f"{_pct(result.accuracy)} [{_pct(low)}, {_pct(high)}]"
+
+
+def _versus_majority(result: LanguageResult) -> str:
+    """Whether the accuracy interval clears the majority baseline, the least a classifier owes."""
+    if result.majority_baseline is None:
+        return ""
+    if result.accuracy_ci95 is None:
+        return "above" if result.accuracy > result.majority_baseline else "not above"
+    low, high = result.accuracy_ci95
+    if low > result.majority_baseline:
+        return "above"
+    return "below" if high < result.majority_baseline else "not clearly above"
+
+
 def _evaluation(evaluations: Sequence[Evaluation]) -> list[str]:
     lines = ["## Results per language", ""]
     if not evaluations:
         return [*lines, "No per-language evaluation was recorded by training.", ""]
     for ev in evaluations:
         lines += [f"**{ev.task}**, {ev.split} (ids {ev.ids})", ""]
-        lines += ["| language | n | accuracy (%) | macro F1 |", "|---|---:|---:|---:|"]
         lines += [
-            f"| {lang} | {r.n} | {_pct(r.accuracy)} | {'' if r.macro_f1 is None else f'{r.macro_f1:.3f}'} |"
+            "| language | n | accuracy (%) [95% CI] | macro F1 | majority baseline (%) | "
+            "vs majority |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {lang} | {r.n} | {_accuracy_cell(r)} | "
+            f"{'' if r.macro_f1 is None else f'{r.macro_f1:.3f}'} | {_pct(r.majority_baseline)} | "
+            f"{_versus_majority(r)} |"
             for lang, r in sorted(ev.per_language.items())
         ]
         lines += ["", ev.notes, ""] if ev.notes else [""]

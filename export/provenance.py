@@ -149,16 +149,43 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _interval(value: Any) -> tuple[float, float] | None:
+    """(ci_low, ci_high) of `polyprobe train`'s {estimate, ci_low, ci_high}, when both are there."""
+    if not isinstance(value, Mapping):
+        return None
+    low, high = _number(value.get("ci_low")), _number(value.get("ci_high"))
+    return None if low is None or high is None else (low, high)
+
+
 def _language_result(value: Any) -> LanguageResult | None:
     if isinstance(value, Mapping):
-        accuracy = _number(value.get("accuracy", value.get("acc")))
+        raw_accuracy = value.get("accuracy", value.get("acc"))
+        accuracy = _number(raw_accuracy)
         n = _number(value.get("n", value.get("count", value.get("num_examples"))))
         f1 = _number(value.get("macro_f1", value.get("f1")))
+        ci, majority = _interval(raw_accuracy), _number(value.get("majority_baseline"))
     else:
-        accuracy, n, f1 = _number(value), None, None
+        accuracy, n, f1, ci, majority = _number(value), None, None, None, None
     if accuracy is None or not 0.0 <= accuracy <= 1.0:
         return None
-    return LanguageResult(n=int(n or 0), accuracy=accuracy, macro_f1=f1)
+    if majority is not None and not 0.0 <= majority <= 1.0:
+        majority = None
+    return LanguageResult(
+        n=int(n or 0), accuracy=accuracy, accuracy_ci95=ci, macro_f1=f1, majority_baseline=majority
+    )
+
+
+def _evaluated_ids(metrics: Mapping[str, Any]) -> str:
+    """'1500-1999 of <corpus>' from `polyprobe train`'s evaluation_ids (the same range in every
+    language), else whatever id range the metrics name."""
+    recorded = metrics.get("evaluation_ids")
+    if isinstance(recorded, Mapping):
+        ranges = {str(v) for k, v in recorded.items() if k != "corpus"}
+        corpus = recorded.get("corpus")
+        if len(ranges) == 1:
+            return f"{ranges.pop()} of {corpus}" if corpus else ranges.pop()
+    ids = _find(metrics, "eval_ids", "ids")
+    return ids if isinstance(ids, str) else "see the training run"
 
 
 def _per_language_tables(node: Any, path: str) -> Iterator[tuple[str, dict[str, LanguageResult]]]:
@@ -188,12 +215,12 @@ def read_training_evaluation(checkpoint_dir: Path, target_task: str | None) -> l
         origin = f"{RUN_MANIFEST_NAME} metrics"
     if metrics is None:
         return []
-    ids = _find(metrics, "eval_ids", "ids")
+    ids = _evaluated_ids(metrics)
     return [
         Evaluation(
             task=target_task or "unspecified",
             split=f"{origin}: {path or '<top level>'}",
-            ids=ids if isinstance(ids, str) else "see the training run",
+            ids=ids,
             per_language=table,
             notes=f"read from the training run's {origin}",
         )

@@ -398,3 +398,34 @@ def test_training_metrics_from_polyprobe_train_reach_the_bundle(tmp_path: Path) 
         "en": (10, 0.5),
     }
     assert evaluation.per_language["en"].macro_f1 == pytest.approx(1 / 3)
+    en = evaluation.per_language["en"]
+    assert en.majority_baseline == 0.5
+    assert en.accuracy_ci95 is not None
+    low, high = en.accuracy_ci95
+    assert low < 0.5 < high
+
+
+def test_model_card_states_intervals_and_the_majority_baseline(tmp_path: Path) -> None:
+    from export.bundle import Evaluation, LanguageResult
+    from export.model_card import render_model_card
+
+    evaluation = Evaluation(
+        task="pawsx",
+        split="metrics.json",
+        ids="1500-1999",
+        per_language={
+            "de": LanguageResult(
+                n=500, accuracy=0.75, accuracy_ci95=(0.71, 0.79), majority_baseline=0.6
+            ),
+            "ja": LanguageResult(
+                n=500, accuracy=0.62, accuracy_ci95=(0.58, 0.66), majority_baseline=0.59
+            ),
+            "ko": LanguageResult(
+                n=500, accuracy=0.5, accuracy_ci95=(0.46, 0.54), majority_baseline=0.6
+            ),
+        },
+    )
+    card = render_model_card(make_bundle(tmp_path).model_copy(update={"evaluation": [evaluation]}))
+    assert "| de | 500 | 75.0 [71.0, 79.0] |  | 60.0 | above |" in card
+    assert "| ja | 500 | 62.0 [58.0, 66.0] |  | 59.0 | not clearly above |" in card
+    assert "| ko | 500 | 50.0 [46.0, 54.0] |  | 60.0 | below |" in card
