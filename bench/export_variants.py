@@ -33,11 +33,11 @@ from export.parity import (
     compare,
     encode_sample,
     onnx_logits,
-    parse_id_range,
     read_jsonl_sample,
     reference_logits,
 )
 from export.variants import convert_fp16, onnx_bytes, optimize_fp32, quantize_int8, read_model_shape
+from polyprobe.ids import parse_id_range
 
 SHARED_PAWSX = Path(__file__).resolve().parents[2] / "shared" / "data" / "pawsx" / "dev"
 LABELS = ["not_paraphrase", "paraphrase"]

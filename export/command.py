@@ -119,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
             DEFAULT_PARITY_PER_LANGUAGE,
             builtin_sample,
             override_gates,
-            parse_id_range,
             read_jsonl_sample,
         )
         from export.provenance import read_provenance, read_training_evaluation
         from export.variants import EXTERNAL_DATA_THRESHOLD
+        from polyprobe.ids import parse_id_range
     except ImportError as exc:
         print(f"polyprobe: {INSTALL_EXPORT_HINT} (missing: {exc.name})", file=sys.stderr)
         return 2

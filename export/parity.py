@@ -83,19 +83,6 @@ def builtin_sample() -> ParitySample:
     )
 
 
-def parse_id_range(spec: str) -> range:
-    """'1500-1999' -> the ids 1500..1999 inclusive; a single number is a one-id range."""
-    low, sep, high = spec.strip().partition("-")
-    try:
-        first = int(low)
-        last = int(high) if sep else first
-    except ValueError:
-        raise ValueError(f"id range {spec!r} must look like 1500-1999") from None
-    if first < 0 or last < first:
-        raise ValueError(f"id range {spec!r} must be ascending and non-negative")
-    return range(first, last + 1)
-
-
 def _label_index(value: object, labels: Sequence[str], where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"{where}: label {value!r} is neither an index nor a label name")

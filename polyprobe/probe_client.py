@@ -21,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
+from polyprobe.ids import parse_id_range
+
 if TYPE_CHECKING:
     import httpx
 
@@ -36,10 +38,17 @@ class ClientError(Exception):
 
 
 def read_inputs(
-    paths: Sequence[Path], labels: Sequence[str], *, limit: int | None, with_labels: bool
+    paths: Sequence[Path],
+    labels: Sequence[str],
+    *,
+    limit: int | None,
+    with_labels: bool,
+    ids: range | None = None,
 ) -> list[JSON]:
-    """Probe inputs from JSONL rows. An integer label is an index into the model's labels (as in
-    PAWS-X, where 1 = paraphrase); ids are prefixed with the file name to stay unique."""
+    """Probe inputs from JSONL rows, only those whose integer `id` is in `ids` when given (so a
+    probe can stay on a model's held-out ids). An integer label is an index into the model's
+    labels (as in PAWS-X, where 1 = paraphrase); ids are prefixed with the file name to stay
+    unique."""
     inputs: list[JSON] = []
     for path in paths:
         stem_lang = path.stem if _LANG_FILE.match(path.stem) else None
@@ -60,6 +69,8 @@ def read_inputs(
                 raise ClientError(f"{where} is not JSON: {error.msg}") from None
             if not isinstance(row, dict):
                 raise ClientError(f"{where} is not a JSON object")
+            if ids is not None and not _in_range(row.get("id"), ids, where):
+                continue
             item = _input(row, where)
             if with_labels and row.get("label") is not None:
                 item["label"] = _label(row["label"], labels, where)
@@ -70,8 +81,15 @@ def read_inputs(
             inputs.append(item)
             taken += 1
         if not taken:
-            raise ClientError(f"{path} has no rows")
+            within = f" with ids {ids.start}-{ids.stop - 1}" if ids is not None else ""
+            raise ClientError(f"{path} has no rows{within}")
     return inputs
+
+
+def _in_range(row_id: object, ids: range, where: str) -> bool:
+    if isinstance(row_id, bool) or not isinstance(row_id, int):
+        raise ClientError(f"{where}: --ids needs an integer `id` on every row, got {row_id!r}")
+    return row_id in ids
 
 
 def _input(row: JSON, where: str) -> JSON:
@@ -377,7 +395,9 @@ def _warnings(report: JSON) -> list[str]:
 
 def _body(args: argparse.Namespace, labels: Sequence[str]) -> JSON:
     return {
-        "inputs": read_inputs(args.data, labels, limit=args.limit, with_labels=not args.no_labels),
+        "inputs": read_inputs(
+            args.data, labels, limit=args.limit, with_labels=not args.no_labels, ids=args.ids
+        ),
         "perturbations": perturbations(args),
         "seed": args.seed,
         "confidence": args.confidence,
@@ -405,6 +425,13 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else text, file=stdout)
     return 0
+
+
+def _id_range(spec: str) -> range:
+    try:
+        return parse_id_range(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -436,6 +463,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--confidence", type=float, default=0.95, help="interval level")
         parser.add_argument("--limit", type=int, help="rows per file (default: all)")
+        parser.add_argument(
+            "--ids",
+            type=_id_range,
+            help="only rows whose id is in this inclusive range, e.g. 1500-1999 (held-out ids)",
+        )
         parser.add_argument("--no-labels", action="store_true", help="ignore gold labels")
         parser.add_argument("--query-budget", type=int, help="attack: queries per input")
         parser.add_argument("--edits", help="attack: comma list of edit families, in order")

@@ -196,7 +196,8 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 def test_jsonl_sample_takes_the_first_ids_in_range_per_language(tmp_path: Path) -> None:
-    from export.parity import parse_id_range, read_jsonl_sample
+    from export.parity import read_jsonl_sample
+    from polyprobe.ids import parse_id_range
 
     rows = [{"id": i, "sentence1": f"a{i}", "sentence2": f"b{i}", "label": i % 2} for i in range(9)]
     de = _write_jsonl(tmp_path / "de.jsonl", list(reversed(rows)))
@@ -241,7 +242,7 @@ def test_jsonl_sample_refuses_what_it_cannot_compare(
 
 @pytest.mark.parametrize("spec", ["1999-1500", "a-b", "-3", ""])
 def test_bad_id_ranges_are_refused(spec: str) -> None:
-    from export.parity import parse_id_range
+    from polyprobe.ids import parse_id_range
 
     with pytest.raises(ValueError, match="id range"):
         parse_id_range(spec)
