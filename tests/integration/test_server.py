@@ -27,6 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     env = {
         "POLYPROBE_MAX_INPUTS_PER_REQUEST": str(MAX_INPUTS),
         "POLYPROBE_MAX_TEXT_CHARS": str(MAX_CHARS),
+        # No artifacts to assemble, so the empty repository gets the demo bundle.
+        "POLYPROBE_ARTIFACTS_DIR": str(tmp_path_factory.mktemp("no-artifacts")),
     }
     with serve(repo, env) as running:
         assert (repo / "demo" / "1" / "bundle.json").is_file(), running.log_text()
