@@ -50,7 +50,16 @@ def load_encoder(source: str | Path) -> PreTrainedModel:
 
 
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
-    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(source))  # type: ignore[no-untyped-call]
+    """The tokenizer saved beside `source`, as `AutoTokenizer` loads it.
+
+    `fix_mistral_regex=False` is explicit because transformers 4.57.3-4.57.x warns that any local
+    tokenizer whose config.json was written by those versions has Mistral's broken pre-tokenizer
+    regex (its check ignores the model type there). XLM-R's Unigram tokenizer has no such regex, so
+    the warning is false and leaving the flag unset would print it on every load.
+    """
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        str(source), fix_mistral_regex=False
+    )
     return tokenizer
 
 

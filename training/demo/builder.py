@@ -38,6 +38,7 @@ from training.demo.corpus import (
 )
 from training.demo.pairs import LABELS, KeySplit, PairExample, make_pairs, split_keys
 from training.demo.tokenizer import train_demo_tokenizer
+from training.model import load_tokenizer
 from training.tokenization import BOS, EOS, MASK, PAD, PAD_ID, UNK
 
 
@@ -219,7 +220,7 @@ def verify_tokenizer_roundtrip(checkpoint: Path, pairs: Sequence[tuple[str, str]
     transformers, so any divergence would silently skew every served prediction.
     """
     raw = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
-    hf = XLMRobertaTokenizerFast.from_pretrained(checkpoint)
+    hf = load_tokenizer(checkpoint)
     for a, b in pairs:
         expected = raw.encode(a, b).ids
         got = hf(a, b)["input_ids"]
