@@ -167,7 +167,17 @@ def infinity_body(body: Body) -> dict[str, Any]:
     }
 
 
-def peers(checkpoint: Path, bundle: Path, port: int, threads: int) -> dict[str, Peer]:
+@dataclass(frozen=True)
+class PeerExecutables:
+    """Peers whose dependencies clash with polyprobe's live in their own environments."""
+
+    ray_python: Path
+    infinity_emb: Path
+
+
+def peers(
+    checkpoint: Path, bundle: Path, port: int, threads: int, executables: PeerExecutables
+) -> dict[str, Peer]:
     python = sys.executable
     at = ["--port", str(port)]
     onnx = ["--bundle", str(bundle), *at, "--threads", str(threads)]
@@ -175,7 +185,7 @@ def peers(checkpoint: Path, bundle: Path, port: int, threads: int) -> dict[str, 
     serve = [python, "-m", "polyprobe", "serve", "--model-repo", str(bundle.parent.parent), *at]
     polyprobe_env = {"POLYPROBE_BUILD_DEMO_IF_EMPTY": "false", "POLYPROBE_LOG_LEVEL": "warning"}
     infinity = [
-        "/work/venvs/infinity/bin/infinity_emb", "v2", "--model-id", str(checkpoint),
+        str(executables.infinity_emb), "v2", "--model-id", str(checkpoint),
         "--served-model-name", MODEL, "--engine", "torch", "--device", "cpu",
         "--no-bettertransformer", "--no-model-warmup", "--batch-size", "32",
         "--host", "127.0.0.1", *at,
@@ -196,7 +206,7 @@ def peers(checkpoint: Path, bundle: Path, port: int, threads: int) -> dict[str, 
         Peer(
             "ray-serve",
             "Ray Serve 1 replica, @serve.batch(32 requests, 5 ms) around the same ORT session",
-            ["/work/venvs/ray/bin/python", str(PEERS_DIR / "ray_batch.py"), *onnx],
+            [str(executables.ray_python), str(PEERS_DIR / "ray_batch.py"), *onnx],
             # Ray otherwise swaps 127.0.0.1 for the machine's outward address: stay on loopback.
             {
                 **python_path,
@@ -435,7 +445,20 @@ def main() -> int:
     parser.add_argument("--long-start-rate", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ray-python",
+        type=Path,
+        default=Path(sys.executable),
+        help="a Python with ray[serve] and onnxruntime (polyprobe's own `.[ray]` install has both)",
+    )
+    parser.add_argument(
+        "--infinity-emb",
+        type=Path,
+        default=Path("/work/venvs/infinity/bin/infinity_emb"),
+        help="infinity-emb's CLI, from its own venv (pin: infinity-emb[server,torch]==0.0.78)",
+    )
     args = parser.parse_args()
+    executables = PeerExecutables(args.ray_python, args.infinity_emb)
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the peers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -466,7 +489,7 @@ def main() -> int:
             results[name] = {}
             continue
         port = free_port()
-        peer = peers(checkpoint, bundle, port, args.threads)[name]
+        peer = peers(checkpoint, bundle, port, args.threads, executables)[name]
         base_url = f"http://127.0.0.1:{port}"
         results[peer.name] = {}
         peer_info[peer.name] = {"describe": peer.describe, "command": peer.command}
