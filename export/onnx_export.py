@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -40,17 +42,38 @@ def graph_signature(path: Path) -> tuple[list[str], list[str], int]:
     return inputs, outputs, opset
 
 
+class _FalseMistralRegexWarning(logging.Filter):
+    """Drops transformers 4.57.x's claim that a local XLM-R tokenizer has Mistral's broken regex
+    (see `training.model.load_tokenizer`): optimum loads the tokenizer itself, so the
+    `fix_mistral_regex=False` that silences it elsewhere cannot be passed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fix_mistral_regex" not in record.getMessage()
+
+
+@contextmanager
+def _without_false_mistral_regex_warning() -> Iterator[None]:
+    tokenization_logger = logging.getLogger("transformers.tokenization_utils_base")
+    quiet = _FalseMistralRegexWarning()
+    tokenization_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        tokenization_logger.removeFilter(quiet)
+
+
 def _export_with_optimum(checkpoint_dir: Path, work_dir: Path, opset: int) -> str:
     from optimum.exporters.onnx import main_export
 
-    main_export(
-        str(checkpoint_dir),
-        output=work_dir,
-        task="text-classification",
-        opset=opset,
-        do_validation=False,
-        local_files_only=True,
-    )
+    with _without_false_mistral_regex_warning():
+        main_export(
+            str(checkpoint_dir),
+            output=work_dir,
+            task="text-classification",
+            opset=opset,
+            do_validation=False,
+            local_files_only=True,
+        )
     return f"optimum-onnx {package_version('optimum-onnx')} main_export"
 
 
