@@ -40,7 +40,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from loadtest.payloads import Body, InputsMix, PayloadFactory, read_pairs  # noqa: E402
-from loadtest.report import RunSummary, markdown_table, throughput_at_slo  # noqa: E402
+from loadtest.report import (  # noqa: E402
+    RunSummary,
+    markdown_table,
+    meets_slo,
+    offered_load_at_slo,
+    throughput_at_slo,
+)
 from loadtest.runner import LoadShape  # noqa: E402
 from loadtest.session import measure  # noqa: E402
 
@@ -293,11 +299,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def passes(summary: RunSummary, slo_ms: float) -> bool:
-    p99 = summary.latency_ms["p99"]
-    return summary.all_ok and p99 is not None and p99 <= slo_ms
-
-
 def sweep(
     peer: Peer,
     base_url: str,
@@ -326,7 +327,7 @@ def sweep(
             f"{summary.errors or ''}",
             flush=True,
         )
-        return passes(summary, max(args.slo_ms))
+        return meets_slo(summary, max(args.slo_ms))
 
     rate, last_pass, first_fail = workload.start_rate, None, None
     for _ in range(args.max_steps):
@@ -384,40 +385,58 @@ def results_markdown(
     peer_info: dict[str, dict[str, Any]],
     slo_ms: float,
 ) -> str:
+    """Per workload: each peer's best passing step and its interpolated SLO crossing, with
+    polyprobe's ratios to the best non-polyprobe peer on both."""
     lines = []
     for workload in workloads:
         lines += [
             f"**{workload.describe}**",
             "",
             f"| peer | throughput at p99 <= {slo_ms:g} ms (req/s) | inputs/s | at offered | "
-            f"low load ({workload.start_rate:g} req/s) p50 / p99 ms | vs best peer |",
-            "|---|---|---|---|---|---|",
+            f"vs best peer | p99 crosses {slo_ms:g} ms at (offered req/s, log-log interpolated) "
+            f"| vs best peer | low load ({workload.start_rate:g} req/s) p50 / p99 ms |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        best_rates = {
-            name: (throughput_at_slo(runs.get(workload.name, []), slo_ms), runs.get(workload.name))
+        rows = {
+            name: (
+                throughput_at_slo(runs.get(workload.name, []), slo_ms),
+                offered_load_at_slo(runs.get(workload.name, []), slo_ms),
+                runs.get(workload.name),
+            )
             for name, runs in results.items()
         }
-        peer_best = max(
-            (
-                best.throughput_rps
-                for name, (best, _) in best_rates.items()
-                if best and not name.startswith("polyprobe")
-            ),
-            default=0.0,
-        )
-        for name, (best, runs) in best_rates.items():
+        peers_only = [row for name, row in rows.items() if not name.startswith("polyprobe")]
+        best_step = max((b.throughput_rps for b, _, _ in peers_only if b), default=0.0)
+        best_crossing = max((c.offered_load for _, c, _ in peers_only if c), default=0.0)
+        for name, (best, crossing, runs) in rows.items():
             if not runs:
-                lines.append(f"| {name} | not run: {peer_info[name].get('error', '-')} | | | | |")
+                lines.append(
+                    f"| {name} | not run: {peer_info[name].get('error', '-')} |" + " |" * 6
+                )
                 continue
+            ours = name.startswith("polyprobe")
             low = runs[0].latency_ms
-            ratio = f"{best.throughput_rps / peer_best:.2f}x" if best and peer_best else "-"
-            lines.append(
-                f"| {name} | {best.throughput_rps:.1f} | {best.throughput_inputs_per_s:.1f} | "
-                f"{best.offered_load:.2f} | {low['p50'] or 0:.0f} / {low['p99'] or 0:.0f} | "
-                f"{ratio if name.startswith('polyprobe') else ''} |"
+            step_cells = (
+                f"{best.throughput_rps:.1f} | {best.throughput_inputs_per_s:.1f} | "
+                f"{best.offered_load:.2f} | "
+                + (f"{best.throughput_rps / best_step:.2f}x" if ours and best_step else "")
                 if best
-                else f"| {name} | none met the SLO | | | {low['p50'] or 0:.0f} / "
-                f"{low['p99'] or 0:.0f} | |"
+                else "none met the SLO | | |"
+            )
+            crossing_cells = (
+                ("" if crossing.bracketed else ">= ")
+                + f"{crossing.offered_load:.1f} | "
+                + (
+                    f"{crossing.offered_load / best_crossing:.2f}x"
+                    if ours and best_crossing
+                    else ""
+                )
+                if crossing
+                else "- |"
+            )
+            lines.append(
+                f"| {name} | {step_cells} | {crossing_cells} | "
+                f"{low['p50'] or 0:.0f} / {low['p99'] or 0:.0f} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -162,12 +162,47 @@ def server_view(deltas: dict[str, HistogramDelta]) -> dict[str, dict[str, float 
 
 def throughput_at_slo(summaries: Sequence[RunSummary], p99_ms: float) -> RunSummary | None:
     """The run with the highest throughput whose p99 met the SLO with every request answered 200."""
-    passing = [
-        s
-        for s in summaries
-        if s.all_ok and s.latency_ms["p99"] is not None and s.latency_ms["p99"] <= p99_ms
-    ]
+    passing = [s for s in summaries if meets_slo(s, p99_ms)]
     return max(passing, key=lambda s: s.throughput_rps, default=None)
+
+
+@dataclass(frozen=True)
+class SloCrossing:
+    """Where p99 latency crosses an SLO, read off a sweep of offered loads."""
+
+    offered_load: float
+    bracketed: bool  # False: every run met the SLO, so the crossing lies above the highest load
+
+
+def offered_load_at_slo(summaries: Sequence[RunSummary], p99_ms: float) -> SloCrossing | None:
+    """The offered load at which p99 first crosses the SLO, interpolated on log-log axes.
+
+    A geometric sweep only brackets the crossing within one step (a factor of 1.6 by default),
+    so comparing peers by their best passing step alone can make a small gap look like a whole
+    step. Latency grows roughly as a power of load near saturation, hence log-log."""
+    runs = sorted(summaries, key=lambda s: s.offered_load)
+    met = [meets_slo(s, p99_ms) for s in runs]
+    if not met or not met[0]:
+        return None
+    for below, above, above_met in zip(runs, runs[1:], met[1:], strict=False):
+        if above_met:
+            continue
+        low_p99, high_p99 = below.latency_ms["p99"], above.latency_ms["p99"]
+        if high_p99 is None or low_p99 is None or high_p99 <= p99_ms:
+            return SloCrossing(below.offered_load, bracketed=True)  # failed on errors, not time
+        fraction = math.log(p99_ms / low_p99) / math.log(high_p99 / low_p99)
+        load = math.exp(
+            math.log(below.offered_load)
+            + fraction * (math.log(above.offered_load) - math.log(below.offered_load))
+        )
+        return SloCrossing(load, bracketed=True)
+    return SloCrossing(runs[-1].offered_load, bracketed=False)
+
+
+def meets_slo(summary: RunSummary, p99_ms: float) -> bool:
+    """Every request answered 200 and p99 within the SLO."""
+    p99 = summary.latency_ms["p99"]
+    return summary.all_ok and p99 is not None and p99 <= p99_ms
 
 
 def _scaled(value: float | None, scale: float) -> float | None:
@@ -204,6 +239,17 @@ def markdown_table(summaries: Sequence[RunSummary], slo_p99_ms: float | None = N
                 else "no run met it"
             ),
         ]
+        crossing = offered_load_at_slo(summaries, slo_p99_ms)
+        if crossing and all(s.mode == "open" for s in summaries):
+            lines.append(
+                f"p99 crosses {slo_p99_ms:g} ms at "
+                + (
+                    f"about {crossing.offered_load:.1f} req/s offered (log-log interpolated "
+                    "between the last passing and the first failing rate)"
+                    if crossing.bracketed
+                    else f"more than {crossing.offered_load:g} req/s offered (every rate met it)"
+                )
+            )
     server_rows = [
         f"| {s.offered} | {name} | {int(v['count'] or 0)} | {_fmt(v['mean'])} | {_fmt(v['p50'])} "
         f"| {_fmt(v['p99'])} |"

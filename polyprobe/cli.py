@@ -1,4 +1,4 @@
-"""`polyprobe`: one command line for serving, building bundles and (later) training and probing."""
+"""`polyprobe`: one command line for training, exporting, serving, load-testing and probing."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from loadtest.payloads import InputsMix, PayloadFactory, read_pairs
 from loadtest.report import (
     HistogramDelta,
     RunSummary,
+    SloCrossing,
     histogram_deltas,
     histogram_quantile,
     markdown_table,
+    offered_load_at_slo,
     parse_histograms,
     server_view,
     summarise,
@@ -171,6 +174,9 @@ def test_throughput_at_slo_takes_the_best_run_that_met_it_without_errors() -> No
     assert throughput_at_slo(runs, p99_ms=10.0) is None
     table = markdown_table(runs, slo_p99_ms=250.0)
     assert "Throughput at p99 <= 250 ms (all requests 200): 19.5 req/s" in table
+    # 20 req/s passed at 90 ms, 40 failed (429s) at 180 ms: the crossing is the last passing rate.
+    assert "p99 crosses 250 ms at about 20.0 req/s offered" in table
+    assert "more than 80 req/s offered" in markdown_table(runs[:2] + runs[3:], slo_p99_ms=1000.0)
     assert "no run met it" in markdown_table(runs, slo_p99_ms=10.0)
 
 
@@ -222,3 +228,23 @@ def test_shapes_and_targets_are_checked() -> None:
     with pytest.raises(ValueError, match="not an http"):
         require_loopback("127.0.0.1:8000", allow_remote=False)
     require_loopback("http://10.0.0.5:8000", allow_remote=True)
+
+
+def test_the_slo_crossing_is_interpolated_on_log_log_axes_between_pass_and_fail() -> None:
+    runs = [
+        _run(40, 30.0, 500.0, {"200": 400}),
+        _run(10, 9.8, 100.0, {"200": 100}),
+        _run(20, 19.5, 200.0, {"200": 200}),
+    ]
+    # From 20 to 40 req/s p99 goes 200 -> 500 ms: 250 ms is log(1.25)/log(2.5) of the way.
+    crossing = offered_load_at_slo(runs, p99_ms=250.0)
+    assert crossing is not None and crossing.bracketed
+    assert crossing.offered_load == pytest.approx(20 * 2 ** (math.log(1.25) / math.log(2.5)))
+    assert offered_load_at_slo(runs, p99_ms=50.0) is None
+    above_all = offered_load_at_slo(runs, p99_ms=1000.0)
+    assert above_all == SloCrossing(40, bracketed=False)
+
+
+def test_a_step_that_failed_on_errors_alone_ends_the_crossing_at_the_last_pass() -> None:
+    runs = [_run(10, 9.8, 100.0, {"200": 100}), _run(20, 15.0, 120.0, {"200": 150, "429": 50})]
+    assert offered_load_at_slo(runs, p99_ms=250.0) == SloCrossing(10, bracketed=True)
