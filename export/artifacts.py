@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +36,9 @@ _CHECK_MAX_LENGTH = 128
 _CHECK_INPUTS = ("input_ids", "attention_mask")
 
 
+AdapterDtype = Literal["float32", "float16"]
+
+
 class ArtifactError(ValueError):
     """An artifact directory that cannot be assembled; the message says what to fix."""
 
@@ -46,14 +49,27 @@ class ArtifactManifest(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     base_model: str
     lora_rank: int = Field(gt=0)
+    # How the LoRA matrices are stored (the classifier head always stays as trained); artifacts
+    # packed before this field existed are float32.
+    adapter_dtype: AdapterDtype = "float32"
     task: str
     labels: list[str] = Field(min_length=2)
     phases: list[str] = Field(min_length=1)
     files: dict[str, str]
 
 
-def pack_run(run_dir: Path, out_dir: Path, name: str) -> ArtifactManifest:
-    """Collect a finished LoRA seed directory (`seed-N/`) into an artifact directory."""
+def pack_run(
+    run_dir: Path, out_dir: Path, name: str, *, adapter_dtype: AdapterDtype = "float32"
+) -> tuple[ArtifactManifest, float]:
+    """Collect a finished LoRA seed directory (`seed-N/`) into an artifact directory, its LoRA
+    matrices stored as `adapter_dtype`; returns the manifest and the rebuilt checkpoint's drift.
+
+    The artifact is checked before it is written: it is assembled on the run's base exactly as a
+    user's machine will assemble it, and refused when its logits on the built-in sample drift from
+    the training-time checkpoint's by more than TRAINING_LOGITS_TOLERANCE (float16 storage rounds
+    the adapters, so this is where its cost is measured). An existing `out_dir` must be an
+    artifact; it is replaced whole.
+    """
     adapters = run_dir / "adapters"
     phases = [p for p in PHASE_ORDER if (adapters / f"{p}.safetensors").is_file()]
     if "target" not in phases:
@@ -65,26 +81,66 @@ def pack_run(run_dir: Path, out_dir: Path, name: str) -> ArtifactManifest:
     for required in (run_manifest, metrics):
         if not required.is_file():
             raise ArtifactError(f"{required} is missing: pack a finished seed directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ARTIFACT_MANIFEST).is_file():
+        raise ArtifactError(
+            f"{out_dir} holds files but no {ARTIFACT_MANIFEST}: give an empty folder or an "
+            "artifact to replace"
+        )
     run = json.loads(run_manifest.read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sources = {f"{p}.safetensors": adapters / f"{p}.safetensors" for p in phases}
-    sources |= {RUN_MANIFEST: run_manifest, METRICS: metrics}
-    for file_name, source in sources.items():
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-packing-", dir=out_dir.parent))
+    try:
+        manifest = _write_artifact(staging, run_dir, run, name, phases, adapter_dtype)
+        base = Path(_resolve_base(manifest.base_model))
+        with tempfile.TemporaryDirectory(prefix="polyprobe-pack-check-") as tmp:
+            drift = _checkpoint(staging, manifest, base, Path(tmp) / "checkpoint")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+        return manifest, drift
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_artifact(
+    out_dir: Path,
+    run_dir: Path,
+    run: dict[str, Any],
+    name: str,
+    phases: list[str],
+    adapter_dtype: AdapterDtype,
+) -> ArtifactManifest:
+    from training.model import copy_adapter
+
+    for phase in phases:
+        file_name = f"{phase}.safetensors"
+        copy_adapter(run_dir / "adapters" / file_name, out_dir / file_name, adapter_dtype)
+    for file_name, source in {
+        RUN_MANIFEST: run_dir / "checkpoint" / RUN_MANIFEST,
+        METRICS: run_dir / METRICS,
+    }.items():
         shutil.copyfile(source, out_dir / file_name)
     logits = _sample_logits(run_dir / "checkpoint")
     (out_dir / TRAINING_LOGITS).write_text(json.dumps({"logits": logits.tolist()}) + "\n")
-    sources[TRAINING_LOGITS] = out_dir / TRAINING_LOGITS
+    files = [f"{p}.safetensors" for p in phases] + [RUN_MANIFEST, METRICS, TRAINING_LOGITS]
     manifest = ArtifactManifest(
         name=name,
         base_model=str(run["config"]["base_model"]),
         lora_rank=int(run["config"]["lora_rank"]),
+        adapter_dtype=adapter_dtype,
         task=str(run["task"]),
         labels=[str(label) for label in run["labels"]],
         phases=phases,
-        files={file_name: sha256_of(out_dir / file_name) for file_name in sorted(sources)},
+        files={file_name: sha256_of(out_dir / file_name) for file_name in sorted(files)},
     )
     (out_dir / ARTIFACT_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
+
+
+def _resolve_base(name: str) -> str:
+    from training.pipeline import resolve_base_model
+
+    return resolve_base_model(name)
 
 
 def read_artifact(artifact_dir: Path) -> ArtifactManifest:
@@ -150,7 +206,8 @@ def check_against_training(artifact_dir: Path, checkpoint_dir: Path) -> float:
 
 def assemble_checkpoint(artifact_dir: Path, base_model_dir: Path, out_dir: Path) -> Path:
     """Rebuild the training run's classifier checkpoint from the base encoder and the adapters."""
-    return _checkpoint(artifact_dir, read_artifact(artifact_dir), base_model_dir, out_dir)
+    _checkpoint(artifact_dir, read_artifact(artifact_dir), base_model_dir, out_dir)
+    return out_dir
 
 
 def assemble_bundle(
@@ -163,7 +220,8 @@ def assemble_bundle(
 
 def _checkpoint(
     artifact_dir: Path, manifest: ArtifactManifest, base_model_dir: Path, out_dir: Path
-) -> Path:
+) -> float:
+    """Write the rebuilt checkpoint to `out_dir`; returns its drift from the training-time one."""
     from training.model import (
         apply_lora,
         build_classifier,
@@ -192,8 +250,7 @@ def _checkpoint(
     run = json.loads((artifact_dir / RUN_MANIFEST).read_text())
     write_classifier(classifier, load_tokenizer(base_model_dir), out_dir, run)
     shutil.copyfile(artifact_dir / METRICS, out_dir / METRICS)
-    check_against_training(artifact_dir, out_dir)
-    return out_dir
+    return check_against_training(artifact_dir, out_dir)
 
 
 def _bundle(
@@ -206,11 +263,11 @@ def _bundle(
     from export.build import build_bundle
     from export.parity import builtin_sample
     from export.provenance import read_provenance, read_training_evaluation
-    from training.pipeline import resolve_base_model
 
-    base = base_model_dir or Path(resolve_base_model(manifest.base_model))
+    base = base_model_dir or Path(_resolve_base(manifest.base_model))
     with tempfile.TemporaryDirectory(prefix="polyprobe-assemble-") as tmp:
-        checkpoint = _checkpoint(artifact_dir, manifest, base, Path(tmp) / "checkpoint")
+        checkpoint = Path(tmp) / "checkpoint"
+        _checkpoint(artifact_dir, manifest, base, checkpoint)
         source = f"artifact {artifact_dir} on base {manifest.base_model}"
         return build_bundle(
             checkpoint,

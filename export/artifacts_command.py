@@ -24,6 +24,13 @@ def add_parser(commands: Any) -> None:
     pack.add_argument("run_dir", type=Path, help="a finished seed directory, e.g. runs/x/seed-0")
     pack.add_argument("--name", required=True, help="model name the bundle will be served as")
     pack.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    pack.add_argument(
+        "--adapter-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="how the LoRA matrices are stored: float16 halves the artifact; either is refused "
+        "unless the checkpoint rebuilt from it matches the training-time one (default: float32)",
+    )
     pack.set_defaults(handler=_pack)
     assemble = actions.add_parser("assemble", help="build a bundle from an artifact")
     assemble.add_argument("artifact_dir", type=Path, help="an artifact directory")
@@ -40,13 +47,17 @@ def _pack(args: argparse.Namespace) -> int:
     from export.artifacts import ArtifactError, pack_run
 
     try:
-        manifest = pack_run(args.run_dir, args.out, args.name)
+        manifest, drift = pack_run(
+            args.run_dir, args.out, args.name, adapter_dtype=args.adapter_dtype
+        )
     except (ArtifactError, OSError, KeyError) as exc:
         print(f"polyprobe artifacts pack: {exc}", file=sys.stderr)
         return 2
     size = sum((args.out / name).stat().st_size for name in manifest.files)
     print(
-        f"wrote artifact {manifest.name} ({', '.join(manifest.phases)}; {size} bytes) to {args.out}"
+        f"wrote artifact {manifest.name} ({', '.join(manifest.phases)}; {manifest.adapter_dtype} "
+        f"adapters; {size} bytes) to {args.out}; rebuilt on {manifest.base_model}, its logits "
+        f"are within {drift:.2g} of the training-time checkpoint's"
     )
     return 0
 

@@ -233,6 +233,24 @@ def save_classifier(
     return write_classifier(classifier, tokenizer, out_dir, run_manifest)
 
 
+def copy_adapter(source: Path, dest: Path, lora_dtype: str) -> Path:
+    """`save_adapter`'s file with its LoRA matrices stored as `lora_dtype` ("float32" or
+    "float16"); the head stays as trained (it is small, and rounding it moves every logit)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    dtype = {"float32": torch.float32, "float16": torch.float16}[lora_dtype]
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    stored = {
+        name: value.to(dtype) if name.startswith("lora.") else value
+        for name, value in tensors.items()
+    }
+    save_file(stored, str(dest), metadata=metadata)
+    return dest
+
+
 def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
     """(adapter weights, head weights (empty for an intermediate phase), rank) of `save_adapter`'s file."""
     from safetensors import safe_open
@@ -240,6 +258,7 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.T
     with safe_open(str(path), framework="pt") as f:
         rank = int(f.metadata()["rank"])
         tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+    # Adapters may be stored in float16 (`copy_adapter`); they merge into a float32 encoder.
+    lora = {k.removeprefix("lora."): v.float() for k, v in tensors.items() if k.startswith("lora.")}
     head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
     return lora, head, rank

@@ -233,6 +233,60 @@ def test_assembly_on_a_different_base_is_refused(artifact: Path, tmp_path: Path)
         assemble_checkpoint(artifact, other_base, tmp_path / "checkpoint")
 
 
+def test_float16_adapters_halve_the_artifact_and_still_rebuild_the_checkpoint(
+    lora_run: tuple[Path, Path], artifact: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    from export.artifacts import TRAINING_LOGITS_TOLERANCE, assemble_checkpoint, pack_run
+
+    out = tmp_path / "tiny-stilts-fp16"
+    manifest, drift = pack_run(lora_run[1], out, "tiny-stilts", adapter_dtype="float16")
+    assert manifest.adapter_dtype == "float16"
+    assert 0 < drift <= TRAINING_LOGITS_TOLERANCE, "float16 rounding shows, within tolerance"
+    with safe_open(str(out / "target.safetensors"), framework="pt") as f:
+        dtypes = {name: f.get_tensor(name).dtype for name in f.keys()}  # noqa: SIM118
+    assert {d for n, d in dtypes.items() if n.startswith("lora.")} == {torch.float16}
+    assert {d for n, d in dtypes.items() if n.startswith("head.")} == {torch.float32}
+    for phase in manifest.phases:
+        lora_bytes = {}
+        for folder in (artifact, out):
+            with safe_open(str(folder / f"{phase}.safetensors"), framework="pt") as f:
+                lora_bytes[folder] = sum(
+                    f.get_tensor(n).nbytes
+                    for n in f.keys()  # noqa: SIM118
+                    if n.startswith("lora.")
+                )
+        assert lora_bytes[out] * 2 == lora_bytes[artifact]
+    assemble_checkpoint(out, lora_run[0], tmp_path / "checkpoint")
+
+
+def test_pack_refuses_an_artifact_that_does_not_rebuild_its_checkpoint(
+    lora_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from export.artifacts import RUN_MANIFEST
+    from polyprobe.cli import main
+
+    run_dir = Path(shutil.copytree(lora_run[1], tmp_path / "seed-0"))
+    manifest_path = run_dir / "checkpoint" / RUN_MANIFEST
+    run = json.loads(manifest_path.read_text())
+    run["config"]["base_model"] = str(build_tiny_xlmr(tmp_path / "other-base", seed=1))
+    manifest_path.write_text(json.dumps(run))
+    out = tmp_path / "artifacts" / "tiny"
+    argv = ["artifacts", "pack", str(run_dir), "--name", "tiny", "--out", str(out)]
+    assert main(argv) == 2
+    assert "differs from the training-time checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+    assert list((tmp_path / "artifacts").iterdir()) == [], "no staging folder is left behind"
+    out.mkdir()
+    (out / "notes.txt").write_text("not an artifact")
+    assert main(argv) == 2
+    assert "holds files but no artifact.json" in capsys.readouterr().err
+    assert (out / "notes.txt").is_file()
+
+
 def _wait_ready(client: Any) -> None:
     deadline = time.monotonic() + 120
     while client.get("/readyz").status_code != 200:
