@@ -28,6 +28,7 @@ from service.backend import CUDA
 from service.errors import (
     ClientClosedRequest,
     DeadlineExceeded,
+    ModelReplaced,
     ModelUnavailable,
     Overloaded,
     PayloadTooLarge,
@@ -541,8 +542,22 @@ class Engines:
 
     def get(self, model: LoadedModel) -> ModelEngine:
         """The engine of `model`; one is started (cold) for a model that was swapped in
-        without `add`, so predictions never depend on who loaded the model."""
+        without `add`, so predictions never depend on who loaded the model.
+
+        A version older than the one served (a probe's later batches after a swap) is refused:
+        starting an engine for it would displace the newer version's, and each would keep
+        displacing the other.
+        """
         engine = self.by_name.get(model.name)
+        if engine is not None and engine.model is not model:
+            served = engine.model
+            if model.load_order < served.load_order:
+                raise ModelReplaced(
+                    f"model {model.name} version {model.version} was replaced by version "
+                    f"{served.version} while this request used it; one answer must come from one "
+                    f"version, so it stops here: send it again to run it on version "
+                    f"{served.version}"
+                )
         if engine is None or engine.model is not model:
             logger.warning("model %s %s serves without warm-up", model.name, model.version)
             engine = ModelEngine(model, self.settings, self.metrics)

@@ -48,6 +48,14 @@ class ModelUnavailable(ApiError):
     error_type = "model_unavailable"
 
 
+class ModelReplaced(ApiError):
+    """A newer version of the model was swapped in while a request (a probe's later batches)
+    still used the old one; mixing versions in one answer would misattribute it."""
+
+    status_code = 409
+    error_type = "model_replaced"
+
+
 class Overloaded(ApiError):
     """The model's queue holds more tokens than POLYPROBE_MAX_QUEUE_TOKENS: come back later."""
 

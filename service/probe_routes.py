@@ -64,6 +64,7 @@ _ERRORS = openapi_error_responses(
     (404, "Unknown model or job"),
     (413, "Over the probe's input count or evaluation budget (POLYPROBE_MAX_PROBE_*)"),
     (422, "Invalid input, label, or perturbation spec; the message says what to change"),
+    (409, "A newer model version was swapped in during the probe: send it again"),
     (429, "Too many probe jobs unfinished (POLYPROBE_MAX_PROBE_JOBS)"),
     (503, "The model is known but failed to load"),
 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -100,6 +101,9 @@ class ModelState(StrEnum):
     FAILED = "failed"
 
 
+_load_order = itertools.count()
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     location: ModelLocation
@@ -107,6 +111,9 @@ class LoadedModel:
     variant: ModelVariant
     tokenizer: BundleTokenizer
     backend: InferenceBackend
+    # Which of two loaded versions of a name is the newer one: versions alone cannot say (a
+    # rollback serves a lower number after a higher one).
+    load_order: int = field(default_factory=lambda: next(_load_order), compare=False)
 
     @property
     def name(self) -> str:

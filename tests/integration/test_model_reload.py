@@ -185,3 +185,44 @@ def test_in_flight_request_finishes_on_the_version_it_started_on(
             lambda: client.get("/v1/models/demo").json()["draining_versions"] == [],
             "version 1 to drain",
         )
+
+
+def test_a_probe_that_outlives_its_version_stops_and_the_new_version_keeps_its_batcher(
+    demo_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.integration.test_probe import probe_body
+
+    repo, staging = tmp_path / "repo", tmp_path / "staging"
+    copy_bundle(demo_bundle, repo, "demo", "1")
+    old = Fault()
+    settings = Settings(model_repo=repo, request_timeout_ms=0, probe_batch_size=2)
+    app = create_app(settings, backend_factory=faulty_factory({"demo/1": old}))
+    probe = probe_body(perturbations=[{"family": "char_swap", "severity": 0.2, "samples": 3}])
+    with (
+        serve_in_thread(app) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        old.stall()
+        job = client.post("/v1/probe/jobs", json={**probe, "model": "demo"}).json()
+        assert old.entered.wait(timeout=120), "the probe never reached version 1's session"
+
+        drop_in(demo_bundle, repo, staging, "2")
+        assert client.post("/admin/models/demo/reload").json()["result"] == "loaded"
+        old.heal()
+        finished = wait_until(
+            lambda: (body := client.get(f"/v1/probe/jobs/{job['id']}").json())["status"]
+            in {"succeeded", "failed"}
+            and body,
+            "the probe job to finish",
+        )
+        assert finished["status"] == "failed"
+        assert finished["error"]["type"] == "model_replaced"
+        assert "version 1 was replaced by version 2" in finished["error"]["message"]
+        assert finished["progress"]["evaluations_done"] > 0, "its first batch ran on version 1"
+
+        caplog.clear()
+        for _ in range(3):
+            assert served_version(client) == "2"
+        assert "serves without warm-up" not in caplog.text, "version 2 kept its warmed batcher"
+        rerun = client.post("/v1/models/demo/probe", json=probe)
+        assert rerun.status_code == 200, rerun.text
