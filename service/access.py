@@ -61,7 +61,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     """`rate` requests per second on average, up to `burst` at once."""
 
@@ -85,6 +85,10 @@ class TokenBucket:
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
+    def is_full(self, now: float) -> bool:
+        """Refilled to the burst by `now`: from then on it behaves exactly as a new bucket."""
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -92,26 +96,76 @@ class RateLimit:
     burst: int
 
 
-class RateLimiter:
-    """Buckets per (client, traffic class); a limit of 0 requests/s means unlimited."""
+# About 300 bytes a bucket: the cap holds the limiter near 30 MB whatever clients do.
+MAX_BUCKETS = 100_000
+SWEEP_AFTER = 1024
 
-    def __init__(self, limits: dict[str, RateLimit], clock: Callable[[], float]) -> None:
+
+class RateLimiter:
+    """Buckets per (client, traffic class); a limit of 0 requests/s means unlimited.
+
+    A client address or key costs memory only while its bucket is partly drained: a refilled
+    bucket is dropped, since a new one is indistinguishable from it. The sweep that drops them
+    runs after as many new buckets as the last sweep left (at least `sweep_after`), so its cost
+    is amortised over those creations: clients rotating addresses cannot make it run on every
+    request. `max_buckets` bounds what the sweep cannot free (clients that keep their buckets
+    drained): past it the least recently used bucket is forgotten, and that one client gets a
+    fresh burst early, rather than new clients being refused.
+    """
+
+    def __init__(
+        self,
+        limits: dict[str, RateLimit],
+        clock: Callable[[], float],
+        *,
+        max_buckets: int = MAX_BUCKETS,
+        sweep_after: int = SWEEP_AFTER,
+    ) -> None:
+        if max_buckets < 1 or sweep_after < 1:
+            raise ValueError("max_buckets and sweep_after must be at least 1")
         self.limits = limits
         self.clock = clock
+        self.max_buckets = max_buckets
+        self.sweep_after = sweep_after
+        # Least recently used first: every take moves its bucket to the end.
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._until_sweep = sweep_after
 
     def retry_after(self, client: str, traffic: str) -> float:
         limit = self.limits[traffic]
         if limit.per_second <= 0:
             return 0.0
-        bucket = self.buckets.get((client, traffic))
+        now = self.clock()
+        key = (client, traffic)
+        bucket = self.buckets.pop(key, None)
         if bucket is None:
-            bucket = self.buckets[(client, traffic)] = TokenBucket(limit.per_second, limit.burst)
-        return bucket.take(self.clock())
+            bucket = self._new_bucket(limit, now)
+        self.buckets[key] = bucket
+        return bucket.take(now)
+
+    def _new_bucket(self, limit: RateLimit, now: float) -> TokenBucket:
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self.buckets = {k: b for k, b in self.buckets.items() if not b.is_full(now)}
+            self._until_sweep = max(self.sweep_after, len(self.buckets))
+        if len(self.buckets) >= self.max_buckets:
+            del self.buckets[next(iter(self.buckets))]
+        return TokenBucket(limit.per_second, limit.burst)
 
 
 def traffic_class(path: str) -> str:
-    return "probe" if "/probe" in path else "predict"
+    """Which limit a request counts against, from the shape of the probe routes
+    (service/probe_routes.py): `/v1/models/{model}/probe` and everything under `/v1/probe/`.
+
+    Whole path segments are compared, so a model named `probe` or `probe-x` is prediction traffic
+    on its predict and infer routes.
+    """
+    parts = path.split("/")
+    if parts[1:3] == ["v1", "probe"]:
+        return "probe"
+    if len(parts) == 5 and parts[1:3] == ["v1", "models"] and parts[4] == "probe":
+        return "probe"
+    return "predict"
 
 
 @dataclass(frozen=True)
@@ -206,13 +260,13 @@ class AccessMiddleware:
             return
         try:
             client = self._client(scope)
-            wait = self.limiter.retry_after(client, traffic_class(scope["path"]))
+            traffic = traffic_class(scope["path"])
+            wait = self.limiter.retry_after(client, traffic)
             if wait > 0:
                 raise Rejected(
                     429,
                     "rate_limited",
-                    f"rate limit for {traffic_class(scope['path'])} traffic reached: "
-                    f"retry in {wait:.2f} s",
+                    f"rate limit for {traffic} traffic reached: retry in {wait:.2f} s",
                     {"retry-after": str(max(1, math.ceil(wait)))},
                 )
             self._check_declared_size(scope)

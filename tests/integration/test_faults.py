@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from export.bundle import BundleError, digest_file
+from export.bundle import BundleError, digest_file, load_bundle
 from service.app import create_app
 from service.backend import OnnxRuntimeBackend
 from service.repository import ModelLocation, is_model_name, is_version, load_model
@@ -51,6 +51,7 @@ def url(demo_bundle: Path, tmp_path_factory: pytest.TempPathFactory, fault: Faul
     (copy_bundle(demo_bundle, repo, "notokenizer", "1") / "tokenizer.json").unlink()
     (copy_bundle(demo_bundle, repo, "garbled", "1") / "bundle.json").write_text("{", "utf-8")
     copy_bundle(demo_bundle, repo, "unloadable", "1")
+    _truncated_graph(copy_bundle(demo_bundle, repo, "notonnx", "1"))
     settings = Settings(
         model_repo=repo, request_timeout_ms=1000, max_inputs_per_request=16, max_body_bytes=MAX_BODY
     )
@@ -80,6 +81,7 @@ def test_broken_models_are_refused_with_a_reason_and_the_rest_serve(
         "garbled": "failed",
         "healthy": "ready",
         "notokenizer": "failed",
+        "notonnx": "failed",
         "shamismatch": "failed",
         "unloadable": "failed",
     }
@@ -88,8 +90,20 @@ def test_broken_models_are_refused_with_a_reason_and_the_rest_serve(
     assert "missing file tokenizer.json" in errors["notokenizer"]
     assert "bundle.json is not valid JSON" in errors["garbled"]
     assert "injected fault: no session can be created for unloadable" in errors["unloadable"]
+    # Hashes and sizes pass; the real ONNX Runtime session is what refuses the graph.
+    assert "ONNX Runtime cannot load model.onnx" in errors["notonnx"]
     for name in ("demo", "healthy"):
         assert predict(client, name).status_code == 200
+    not_onnx = predict(client, "notonnx")
+    assert not_onnx.status_code == 503
+    assert "ONNX Runtime cannot load model.onnx" in not_onnx.json()["error"]["message"]
+    ready_series = [
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if "polyprobe_model_ready{" in line
+    ]
+    assert 'polyprobe_model_ready{model="notonnx"} 0.0' in ready_series
+    assert 'polyprobe_model_ready{model="healthy"} 1.0' in ready_series
     refused = predict(client, "notokenizer")
     assert refused.status_code == 503
     assert "missing file tokenizer.json" in refused.json()["error"]["message"]
@@ -188,6 +202,19 @@ def test_memory_sized_requests_are_refused_up_front(
     assert predict(client).status_code == 200
 
 
+def _truncated_graph(bundle: Path) -> None:
+    """model.onnx cut in half, with bundle.json re-hashed to vouch for it: a bundle that passes
+    every file check, so only loading the graph can find the damage."""
+    graph = bundle / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    raw = json.loads((bundle / "bundle.json").read_text("utf-8"))
+    for variant in raw["models"]:
+        if variant["path"] == "model.onnx":
+            variant.update(digest_file(bundle, "model.onnx").model_dump())
+    _rewrite_manifest(bundle, models=raw["models"])
+    load_bundle(bundle)  # the premise: the manifest's checks pass
+
+
 def _rewrite_manifest(bundle: Path, **changes: Any) -> None:
     raw = json.loads((bundle / "bundle.json").read_text("utf-8"))
     raw.update(changes)
@@ -217,6 +244,14 @@ def _escaping_path(bundle: Path) -> None:
     _rewrite_manifest(bundle, tokenizer={**raw["tokenizer"], "path": "../../tokenizer.json"})
 
 
+def _load(bundle: Path) -> None:
+    load_model(
+        ModelLocation(bundle.parent.name, bundle.name, bundle),
+        Settings(model_repo=bundle.parent.parent),
+        OnnxRuntimeBackend,
+    )
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -233,10 +268,37 @@ def test_only_onnx_and_json_inside_the_bundle_are_read(
     bundle = copy_bundle(demo_bundle, tmp_path, "demo", "1")
     damage(bundle)
     with pytest.raises(BundleError) as refused:
-        load_model(
-            ModelLocation("demo", "1", bundle), Settings(model_repo=tmp_path), OnnxRuntimeBackend
-        )
+        _load(bundle)
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("listed", ["tokenizer.json", "model.onnx"])
+@pytest.mark.parametrize("where", ["repository", "elsewhere"])
+def test_a_symlink_out_of_the_bundle_is_refused(
+    demo_bundle: Path, tmp_path: Path, listed: str, where: str
+) -> None:
+    """The link's target is a byte-identical copy, so size and sha256 match: only the check
+    that every file resolves inside the bundle stands between it and the server."""
+    repo = tmp_path / "repo"
+    bundle = copy_bundle(demo_bundle, repo, "demo", "1")
+    # Another model's file in the same repository, or a file outside the repository.
+    outside = repo / "other" / "1" if where == "repository" else tmp_path / "elsewhere"
+    outside.mkdir(parents=True)
+    target = outside / listed
+    (bundle / listed).rename(target)
+    (bundle / listed).symlink_to(target)
+    with pytest.raises(BundleError) as refused:
+        _load(bundle)
+    assert f"{listed} resolves outside the bundle" in str(refused.value)
+    assert str(bundle) in str(refused.value)
+
+
+def test_a_symlink_that_stays_inside_the_bundle_loads(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path, "demo", "1")
+    (bundle / "files").mkdir()
+    (bundle / "tokenizer.json").rename(bundle / "files" / "tokenizer.json")
+    (bundle / "tokenizer.json").symlink_to(Path("files") / "tokenizer.json")
+    _load(bundle)
 
 
 @pytest.mark.parametrize(
