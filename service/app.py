@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -23,7 +24,7 @@ from service.access import AccessMiddleware, AccessPolicy, RateLimit, read_api_k
 from service.admin_routes import admin_router
 from service.backend import BackendFactory, OnnxRuntimeBackend
 from service.errors import ApiError
-from service.logs import ACCESS_LOGGER, request_id
+from service.logs import ACCESS_LOGGER, logged_inputs, request_id
 from service.metrics import ServiceMetrics
 from service.model_manager import ModelManager
 from service.probe_routes import probe_router
@@ -31,7 +32,11 @@ from service.repository import ModelState
 from service.routes import router
 from service.settings import Settings
 from service.state import ServiceState
+from service.tracing import RequestTracer, request_tracer
 from service.v2_routes import is_v2_path, v2_router
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -73,30 +78,51 @@ async def _warm_up(state: ServiceState) -> None:
 
 
 class RequestMetricsMiddleware:
-    """Times every request by its route template (not the raw path, which would explode labels)."""
+    """Times, logs and (with tracing on) traces every request by its route template (not the raw
+    path, which would explode labels)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        tracer: RequestTracer | None = None,
+        log_inputs: bool = False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
+        self.log_inputs = log_inputs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
+        began_ns = time.time_ns()
         status = 500
-        supplied = Headers(scope=scope).get("x-request-id")
-        rid = request_id(supplied)
+        request_headers = Headers(scope=scope)
+        rid = request_id(request_headers.get("x-request-id"))
+        response_headers: Headers | None = None
+        body: list[bytes] = []
+
+        async def receive_and_keep_body() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+            return message
 
         async def send_and_record_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_headers
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("x-request-id", rid)
+                response_headers = MutableHeaders(scope=message)
+                response_headers.append("x-request-id", rid)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_record_status)
+            await self.app(
+                scope, receive_and_keep_body if self.log_inputs else receive, send_and_record_status
+            )
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
@@ -104,21 +130,36 @@ class RequestMetricsMiddleware:
             self.metrics.request_duration.labels(template, scope["method"], str(status)).observe(
                 seconds
             )
+            fields: dict[str, Any] = {
+                "request_id": rid,
+                "method": scope["method"],
+                "route": template,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            }
+            if self.tracer is not None:
+                trace_id = self.tracer.record(
+                    scope,
+                    status=status,
+                    request_id=rid,
+                    start_ns=began_ns,
+                    response_headers=response_headers,
+                )
+                if trace_id is not None:
+                    fields["trace_id"] = trace_id
+            if body:
+                fields.update(
+                    logged_inputs(
+                        b"".join(body), request_headers.get("inference-header-content-length")
+                    )
+                )
             access_logger.info(
                 "%s %s %d %.1f ms",
                 scope["method"],
                 template,
                 status,
                 seconds * 1000,
-                extra={
-                    "fields": {
-                        "request_id": rid,
-                        "method": scope["method"],
-                        "route": template,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                    }
-                },
+                extra={"fields": fields},
             )
 
 
@@ -182,6 +223,22 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_and_watch)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs at the shutdown deadline (POLYPROBE_SHUTDOWN_TIMEOUT_S)
+            # and would answer it 500. The request did nothing wrong: 503 says to send it again.
+            # The cancellation ends here, at the request task's outermost frame, so the answer
+            # is sent whole; the task finishes right after.
+            if started:
+                raise
+            self.metrics.errors.labels("shutting_down").inc()
+            error = {
+                "type": "shutting_down",
+                "message": "the server stopped before this request finished (it shut down and "
+                "its POLYPROBE_SHUTDOWN_TIMEOUT_S ran out): send it again",
+            }
+            headers = {"retry-after": "1", "connection": "close"}
+            response = JSONResponse(_error_body(scope["path"], error), 503, headers=headers)
+            await response(scope, receive, send)
         except Exception:
             if started:  # too late for an error response; let the server close the connection
                 raise
@@ -207,9 +264,18 @@ def access_policy(settings: Settings) -> AccessPolicy:
 
 
 def create_app(
-    settings: Settings, *, backend_factory: BackendFactory = OnnxRuntimeBackend
+    settings: Settings,
+    *,
+    backend_factory: BackendFactory = OnnxRuntimeBackend,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
-    """Build the service; models load at startup from `settings.model_repo`."""
+    """Build the service; models load at startup from `settings.model_repo`.
+
+    `span_exporter` (tests) receives the spans instead of POLYPROBE_TRACING's exporter; tracing
+    must be on. Raises TracingUnavailableError (a ValueError) when tracing is on but OpenTelemetry
+    is not installed.
+    """
+    tracer = request_tracer(settings, span_exporter)
     metrics = ServiceMetrics()
     state = ServiceState(settings=settings, metrics=metrics)
     manager = ModelManager(
@@ -234,6 +300,8 @@ def create_app(
             yield
             tasks.cancel_scope.cancel()
         await state.engines.close()
+        if tracer is not None:
+            await anyio.to_thread.run_sync(tracer.shutdown)
 
     app = FastAPI(
         title="polyprobe",
@@ -257,7 +325,9 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type"],
         )
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=metrics, tracer=tracer, log_inputs=settings.log_inputs
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

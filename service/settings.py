@@ -73,7 +73,27 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = Field(
         default="text",
-        description="json: one object per line with request ids (inputs are never logged)",
+        description="json: one object per line with request ids (inputs only with log_inputs)",
+    )
+    log_inputs: bool = Field(
+        default=False,
+        description="off by default for privacy: request texts never reach the log. On: each "
+        "access log line carries the request's texts (v1 and v2 bodies, JSON or binary "
+        "tensors), each cut to 200 characters with the cut marked '…[+N chars]', at most 64 "
+        "inputs (the rest counted in inputs_not_logged)",
+    )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry: one server span per HTTP request (not health checks or "
+        "/metrics). off: no OpenTelemetry SDK is loaded; console: spans printed to stdout; "
+        'otlp: spans sent over OTLP/HTTP (see tracing_otlp_endpoint). Needs pip install "polyprobe[tracing]"',
+    )
+    tracing_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="tracing=otlp: the collector's full traces URL, e.g. "
+        "http://otel-collector:4318/v1/traces; unset: the exporter's own OTEL_EXPORTER_OTLP_* "
+        "variables, else http://localhost:4318/v1/traces",
     )
     build_demo_if_empty: bool = Field(
         default=True,

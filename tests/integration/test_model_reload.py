@@ -210,9 +210,11 @@ def test_a_probe_that_outlives_its_version_stops_and_the_new_version_keeps_its_b
         assert client.post("/admin/models/demo/reload").json()["result"] == "loaded"
         old.heal()
         finished = wait_until(
-            lambda: (body := client.get(f"/v1/probe/jobs/{job['id']}").json())["status"]
-            in {"succeeded", "failed"}
-            and body,
+            lambda: (
+                (body := client.get(f"/v1/probe/jobs/{job['id']}").json())["status"]
+                in {"succeeded", "failed"}
+                and body
+            ),
             "the probe job to finish",
         )
         assert finished["status"] == "failed"
