@@ -33,14 +33,18 @@ class RunningServer:
 
 @contextmanager
 def serve(
-    model_repo: Path, env: dict[str, str] | None = None, startup_timeout: float = 240
+    model_repo: Path,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 240,
+    python: str = sys.executable,
 ) -> Iterator[RunningServer]:
-    """Start the server with `--port 0` and learn the port it bound from its log."""
+    """Start the server with `--port 0` (with `python`: another install's interpreter) and learn
+    the port it bound from its log."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLYPROBE_")}
     environment.update(env or {})
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "polyprobe",
             "serve",
