@@ -89,6 +89,8 @@ def pack_run(
     run = json.loads(run_manifest.read_text())
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-packing-", dir=out_dir.parent))
+    # mkdtemp makes it private (0700); the artifact is as readable as the folder it lands in.
+    staging.chmod(out_dir.parent.stat().st_mode & 0o777)
     try:
         manifest = _write_artifact(staging, run_dir, run, name, phases, adapter_dtype)
         base = Path(_resolve_base(manifest.base_model))

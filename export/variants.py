@@ -150,7 +150,13 @@ def word_embedding_nodes(model_path: Path) -> list[str]:
 
 
 def quantize_int8(
-    source: Path, target: Path, *, keep_word_embeddings_fp32: bool, external: bool
+    source: Path,
+    target: Path,
+    *,
+    keep_word_embeddings_fp32: bool,
+    external: bool,
+    per_channel: bool = False,
+    reduce_range: bool = False,
 ) -> str:
     """Dynamic int8 (QInt8 weights, activations quantized at run time); returns a description."""
     import onnx
@@ -161,6 +167,8 @@ def quantize_int8(
         str(source),
         str(target),
         weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
         nodes_to_exclude=excluded,
         use_external_data_format=external,
         # ONNX shape inference cannot type the outputs of ORT's fused contrib ops (Attention,
