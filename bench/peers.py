@@ -476,7 +476,15 @@ def main() -> int:
         default=Path("/work/venvs/infinity/bin/infinity_emb"),
         help="infinity-emb's CLI, from its own venv (pin: infinity-emb[server,torch]==0.0.78)",
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="PEERS_JSON",
+        help="run nothing: rewrite peers.md and the plot from a saved peers.json",
+    )
     args = parser.parse_args()
+    if args.render:
+        return render(args.render)
     executables = PeerExecutables(args.ray_python, args.infinity_emb)
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the peers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -541,33 +549,54 @@ def main() -> int:
         "elapsed_s": elapsed,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
-    (args.out / "peers.json").write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "peers": peer_info,
-                "runs": {
-                    name: {w: [s.as_dict() for s in runs] for w, runs in by_w.items()}
-                    for name, by_w in results.items()
-                },
-            },
-            indent=2,
-        ),
-        "utf-8",
+    payload = {
+        "machine": machine,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "slos_ms": args.slo_ms,
+        "workloads": [
+            {"name": w.name, "start_rate": w.start_rate, "describe": w.describe} for w in workloads
+        ],
+        "peers": peer_info,
+        "runs": {
+            name: {w: [s.as_dict() for s in runs] for w, runs in by_w.items()}
+            for name, by_w in results.items()
+        },
+    }
+    (args.out / "peers.json").write_text(json.dumps(payload, indent=2), "utf-8")
+    print(write_reports(payload, args.out))
+    print(f"machine: {machine}\nwrote {args.out}/peers.json, peers.md, p99_vs_load.png")
+    return 0
+
+
+def write_reports(payload: dict[str, Any], out: Path) -> str:
+    """peers.md and p99_vs_load.png from a run's peers.json payload; returns the summary tables."""
+    workloads = [
+        Workload(w["name"], Path(), float(w["start_rate"]), w["describe"])
+        for w in payload["workloads"]
+    ]
+    results = {
+        name: {w: [RunSummary(**s) for s in runs] for w, runs in by_w.items()}
+        for name, by_w in payload["runs"].items()
+    }
+    slos_ms = [float(slo) for slo in payload["slos_ms"]]
+    summary = "\n".join(
+        results_markdown(results, workloads, payload["peers"], slo) for slo in slos_ms
     )
-    summary = "\n".join(results_markdown(results, workloads, peer_info, slo) for slo in args.slo_ms)
     detail = "\n".join(
-        f"### {name}, {workload}\n\n{markdown_table(runs, max(args.slo_ms))}"
+        f"### {name}, {workload}\n\n{markdown_table(runs, max(slos_ms))}"
         for name, by_w in results.items()
         for workload, runs in by_w.items()
     )
-    (args.out / "peers.md").write_text(
-        f"# Peers benchmark\n\nmachine: {machine}\n\n{summary}\n{detail}", "utf-8"
+    (out / "peers.md").write_text(
+        f"# Peers benchmark\n\nmachine: {payload['machine']}\n\n{summary}\n{detail}", "utf-8"
     )
-    plot_comparison(results, workloads, args.slo_ms, args.out / "p99_vs_load.png")
-    print(summary)
-    print(f"machine: {machine}\nwrote {args.out}/peers.json, peers.md, p99_vs_load.png")
+    plot_comparison(results, workloads, slos_ms, out / "p99_vs_load.png")
+    return summary
+
+
+def render(peers_json: Path) -> int:
+    """Rewrite peers.md and the plot beside a saved peers.json (e.g. after a report change)."""
+    print(write_reports(json.loads(peers_json.read_text("utf-8")), peers_json.parent))
     return 0
 
 
