@@ -149,6 +149,9 @@ def _barrier(env: Distributed) -> None:
 
 
 def run_recipe(recipe: Recipe, resolved: Mapping[str, Any], *, recipe_text: str) -> list[SeedRun]:
+    # The code this process imported, taken before the first seed: the checkout may move on while
+    # a long run trains, and later seeds still run the code imported now.
+    code = git_state(Path(__file__).resolve().parent)
     check_target_task(recipe.target.tasks[0].task)
     env = init_distributed()
     notes = check_recipe(recipe)
@@ -167,7 +170,9 @@ def run_recipe(recipe: Recipe, resolved: Mapping[str, Any], *, recipe_text: str)
         env.world_size,
         env.device,
     )
-    runs = [_run_seed(recipe, resolved, base_model, seed, env, notes) for seed in recipe.seeds]
+    runs = [
+        _run_seed(recipe, resolved, base_model, seed, env, notes, code) for seed in recipe.seeds
+    ]
     if env.is_main:
         summarise_seeds(recipe, runs)
     return runs
@@ -180,6 +185,7 @@ def _run_seed(
     seed: int,
     env: Distributed,
     notes: list[str],
+    code: Mapping[str, Any],
 ) -> SeedRun:
     run_dir = recipe.output_dir / f"seed-{seed}"
     metrics_path = run_dir / "metrics.json"
@@ -188,8 +194,6 @@ def _run_seed(
         logger.info("seed %d already finished (%s): skipped", seed, metrics_path)
         return SeedRun(seed, run_dir, json.loads(metrics_path.read_text()), skipped=True)
     started = time.time()
-    # The code this process imported: the checkout may move on while a long run trains.
-    code = git_state(Path(__file__).resolve().parent)
     seed_everything(seed)
     ids = _DataIds()
     tokenizer = load_tokenizer(base_model)
@@ -274,6 +278,9 @@ def _run_seed(
             },
             "world_size": env.world_size,
             "device": str(env.device),
+            # Float sums depend on how many threads split them: runs that differ only here can
+            # disagree on a few held-out pairs.
+            "intra_op_threads": torch.get_num_threads(),
             "libraries": library_versions(),
             "git": code,
             "metrics": "metrics.json",

@@ -295,3 +295,27 @@ def test_two_process_ddp_matches_one_process(first_run: FirstRun, tmp_path: Path
     alone = _classifier_state(first_run.output_dir / f"seed-{SEED}" / "checkpoint")
     for name, value in alone.items():
         torch.testing.assert_close(ddp[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_every_seed_records_the_code_the_process_imported(
+    first_run: FirstRun, tmp_path: Path
+) -> None:
+    """A checkout that moves on between seeds (commits while a long run trains) does not change
+    what later seeds record: they run the code imported when the run started."""
+    import training.pipeline as pipeline
+
+    recipe = _recipe(first_run.model_dir, tmp_path / "run")
+    recipe |= {"seeds": [SEED, SEED + 1], "intermediate": None}
+    recipe["target"] |= {"epochs": 1}
+    recipe_path = tmp_path / "two-seeds.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    commits = iter(["imported-at-start", "committed-during-seed-0", "later"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "git_state", lambda _: {"commit": next(commits), "dirty": False})
+        _train(["--recipe", str(recipe_path)])
+    for seed in (SEED, SEED + 1):
+        manifest = json.loads(
+            (tmp_path / "run" / f"seed-{seed}" / "checkpoint" / "polyprobe_run.json").read_text()
+        )
+        assert manifest["git"]["commit"] == "imported-at-start", seed
+        assert manifest["intra_op_threads"] == torch.get_num_threads()
