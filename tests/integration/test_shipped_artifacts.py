@@ -27,8 +27,6 @@ MAX_ARTIFACT_BYTES = 10 * 1024 * 1024
 NOT_CLEARLY_ABOVE_MAJORITY = {
     ("pawsx-direct", "ja"),
     ("pawsx-direct", "ko"),
-    ("pawsx-stilts", "ja"),
-    ("pawsx-stilts", "ko"),
 }
 
 
