@@ -53,7 +53,8 @@ def make_checkpoint(kind: str, e5_dir: Path, e5_checkpoint: Path | None, out: Pa
     if kind == "e5-small" and e5_checkpoint is not None:
         return e5_checkpoint
     target = out / kind / "checkpoint"
-    if (target / "config.json").is_file():
+    # The tokenizer is written last: a build that stopped before it is built again.
+    if (target / "tokenizer.json").is_file():
         return target
     torch.manual_seed(0)
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {k: i for i, k in enumerate(LABELS)}}
