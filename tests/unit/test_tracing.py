@@ -19,7 +19,12 @@ from starlette.datastructures import Headers
 
 from service.app import create_app
 from service.settings import Settings
-from service.tracing import INSTALL_HINT, TracingUnavailableError, request_tracer
+from service.tracing import (
+    INSTALL_HINT,
+    RequestTracer,
+    TracingUnavailableError,
+    request_tracer,
+)
 
 pytest.importorskip("opentelemetry.sdk", reason="needs opentelemetry-sdk (dev extra)")
 
@@ -68,15 +73,24 @@ def collector() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
         thread.join(timeout=10)
 
 
-def test_otlp_sends_the_request_span_to_the_collector(
+@pytest.fixture
+def otlp_tracer(
     collector: tuple[str, list[tuple[str, str, bytes]]],
-) -> None:
+) -> tuple[RequestTracer, list[tuple[str, str, bytes]]]:
+    """A tracer exporting over OTLP/HTTP to the loopback collector, and what the collector got."""
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="polyprobe[tracing]")
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     url, received = collector
     tracer = request_tracer(Settings(tracing="otlp", tracing_otlp_endpoint=f"{url}/v1/traces"))
     assert tracer is not None
+    return tracer, received
+
+
+def test_otlp_sends_the_request_span_to_the_collector(
+    otlp_tracer: tuple[RequestTracer, list[tuple[str, str, bytes]]],
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    tracer, received = otlp_tracer
     response_headers = Headers(
         {"x-tokenize-time": "1.250", "x-queue-time": "0.500", "x-inference-time": "3.000",
          "x-batch-size": "4"}
@@ -116,12 +130,9 @@ def test_otlp_sends_the_request_span_to_the_collector(
 
 
 def test_health_checks_and_scrapes_are_not_traced(
-    collector: tuple[str, list[tuple[str, str, bytes]]],
+    otlp_tracer: tuple[RequestTracer, list[tuple[str, str, bytes]]],
 ) -> None:
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="polyprobe[tracing]")
-    url, received = collector
-    tracer = request_tracer(Settings(tracing="otlp", tracing_otlp_endpoint=f"{url}/v1/traces"))
-    assert tracer is not None
+    tracer, received = otlp_tracer
     for path in ("/healthz", "/readyz", "/metrics", "/v2/health/ready"):
         scope = {**_predict_scope(), "method": "GET", "path": path, "path_params": {}}
         assert (
