@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
@@ -38,9 +37,6 @@ from service.metrics import ServiceMetrics
 from service.repository import LoadedModel
 from service.schemas import Prediction
 from service.settings import Settings
-
-if TYPE_CHECKING:
-    from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
@@ -578,17 +574,3 @@ class Engines:
         for engine in self.by_name.values():
             await engine.close()
         self.by_name.clear()
-
-
-async def predict_texts(
-    state: ServiceState,
-    model: LoadedModel,
-    pairs: Sequence[TextPair],
-    priority: Priority = Priority.PREDICT,
-) -> list[Prediction]:
-    """The engine's entry point for routes: predictions for validated pairs, in order.
-
-    Raises the API errors the batcher decides (429 queue full, 503 deadline or not serving).
-    """
-    result = await state.engines.get(model).predict(pairs, priority)
-    return result.predictions

@@ -33,7 +33,7 @@ UNTRACED_PATHS = frozenset(
 # last input started, inference summed over the batches that carried its inputs), and one batch
 # serves several requests at once, so a request has no start and end per stage to give child
 # spans. The exact durations go on the request's span as attributes instead, read from the
-# x-*-time headers that the v1 prediction route already sends (v2 sends none).
+# x-*-time headers that the prediction routes (v1 predict, v2 infer) send.
 _STAGE_HEADERS = {
     "x-tokenize-time": "polyprobe.tokenize_ms",
     "x-queue-time": "polyprobe.queue_ms",

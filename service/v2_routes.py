@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from polyprobe import __version__
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.batcher import predict_texts
 from service.errors import (
     ApiError,
     InvalidInput,
@@ -224,13 +223,6 @@ async def infer_version(model: str, version: str, request: Request) -> Response:
     return await _infer(request, model, version)
 
 
-async def _predict(
-    state: ServiceState, model: LoadedModel, pairs: list[tuple[str, str | None]]
-) -> list[Prediction]:
-    """The one call into the prediction path shared with /v1."""
-    return await predict_texts(state, model, pairs)
-
-
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
     raw = await request.body()
@@ -252,8 +244,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     except InvalidInput as exc:
         raise BadRequest(exc.message, details=exc.details) from exc
     state.metrics.inputs_per_request.labels(model.name).observe(len(pairs))
-    predictions = await _predict(state, model, pairs)
-    return _respond(body, model, predictions, outputs)
+    result = await state.engines.get(model).predict(pairs)
+    response = _respond(body, model, result.predictions, outputs)
+    # The same stage times as /v1 (x-tokenize-time, x-queue-time, ...): traces and clients see them.
+    response.headers.update(result.times.headers())
+    return response
 
 
 def _split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:

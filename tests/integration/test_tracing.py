@@ -168,6 +168,9 @@ def test_v2_inference_is_traced_by_its_route(traced: Traced) -> None:
     span = traced.span_of(response)
     assert span.name == "POST /v2/models/{model}/infer"
     assert span.attributes is not None and span.attributes["polyprobe.model"] == "demo"
+    # v2 answers carry the batcher's stage times as v1's do, and so does its span.
+    assert span.attributes["polyprobe.inference_ms"] == float(response.headers["x-inference-time"])
+    assert span.attributes["polyprobe.batch_size"] == int(response.headers["x-batch-size"]) == 1
 
 
 def test_health_checks_make_no_spans(traced: Traced) -> None:
