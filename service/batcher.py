@@ -545,19 +545,18 @@ class Engines:
         displacing the other.
         """
         engine = self.by_name.get(model.name)
-        if engine is not None and engine.model is not model:
-            served = engine.model
-            if model.load_order < served.load_order:
-                raise ModelReplaced(
-                    f"model {model.name} version {model.version} was replaced by version "
-                    f"{served.version} while this request used it; one answer must come from one "
-                    f"version, so it stops here: send it again to run it on version "
-                    f"{served.version}"
-                )
-        if engine is None or engine.model is not model:
-            logger.warning("model %s %s serves without warm-up", model.name, model.version)
-            engine = ModelEngine(model, self.settings, self.metrics)
-            self._install(engine)
+        if engine is not None and engine.model is model:
+            return engine
+        if engine is not None and model.load_order < engine.model.load_order:
+            served = engine.model.version
+            raise ModelReplaced(
+                f"model {model.name} version {model.version} was replaced by version {served} "
+                "while this request used it; one answer must come from one version, so it stops "
+                f"here: send it again to run it on version {served}"
+            )
+        logger.warning("model %s %s serves without warm-up", model.name, model.version)
+        engine = ModelEngine(model, self.settings, self.metrics)
+        self._install(engine)
         return engine
 
     def _install(self, engine: ModelEngine) -> None:
