@@ -1,14 +1,17 @@
 """Micro benchmark of the serving engine: server overhead beyond model time, and throughput with
 and without dynamic batching, on real PAWS-X pairs through the real server over loopback.
 
-    python bench/batching.py --model-repo .cache/bench-models          # builds the demo if empty
-    python bench/batching.py --model-repo /path/repo --model e5 --long  # 128-token inputs
+    python bench/batching.py --model-repo .cache/bench-models   # empty: gets the shipped models
+    python bench/batching.py --model-repo /path/repo --model demo --long  # 128-token inputs
 
 Overhead: one client, one input per request, one request at a time; per request, the client's
-latency minus the model time the server reports (x-inference-time). Throughput: N concurrent
-clients (one asyncio process), one input per request, for a fixed request count; "without
-batching" is the same server with POLYPROBE_INFERENCE_BATCH_SIZE=1 (each input runs alone).
-The client shares the machine with the server, so both numbers include its CPU use.
+latency minus the model time the server reports (x-inference-time). It is measured twice: with
+httpx, as an application would call, and with a lean keep-alive socket client whose own work is
+next to nothing, so that what remains is the server's (and the loopback's). Throughput: N concurrent
+clients (one asyncio process), one input per request, for a fixed request count, against a
+second server: by default the same one with POLYPROBE_INFERENCE_BATCH_SIZE=1 (each input runs
+alone), or whatever --baseline-setting says.
+The client shares the machine with the server, so every number includes its CPU use.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import sys
 import time
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.server import serve  # noqa: E402  (the tests' loopback server runner)
 
+JSON = {"content-type": "application/json"}
 LANGS = ("de", "en", "es", "fr", "ja", "ko", "zh")
 
 
@@ -58,6 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class Overhead:
+    client: str
     requests: int
     client_p50_ms: float
     model_p50_ms: float
@@ -82,23 +88,72 @@ def body(pair: tuple[str, str]) -> dict[str, Any]:
     return {"inputs": [{"text": pair[0], "text_pair": pair[1]}]}
 
 
-def measure_overhead(base_url: str, path: str, pairs: list[tuple[str, str]], n: int) -> Overhead:
+class LeanClient:
+    """One keep-alive HTTP/1.1 connection that sends prepared bytes and reads the status line,
+    the headers and a Content-Length body: next to no client work, so the latency it sees is
+    the server's and the loopback's. Enough for polyprobe's JSON answers; nothing more."""
+
+    def __init__(self, base_url: str) -> None:
+        host, port = base_url.removeprefix("http://").split(":")
+        self._socket = socket.create_connection((host, int(port)))
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = self._socket.makefile("rb")
+
+    def post(self, path: str, payload: bytes) -> tuple[int, dict[str, str]]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        self._socket.sendall(head.encode("ascii") + payload)
+        status = int(self._reader.readline().split()[1])
+        headers = {}
+        while (line := self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.lower()] = value.strip()
+        self._reader.read(int(headers["content-length"]))
+        return status, headers
+
+    def close(self) -> None:
+        self._reader.close()
+        self._socket.close()
+
+
+def measure_overhead(
+    base_url: str, path: str, pairs: list[tuple[str, str]], n: int, client_kind: str
+) -> Overhead:
+    """`client_kind`: "httpx" (what an application would use) or "lean" (LeanClient)."""
     client_ms, model_ms, overhead_ms, tokenize_ms, queue_ms = [], [], [], [], []
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+    payloads = [json.dumps(body(pair)).encode() for pair in pairs]
+    if client_kind == "lean":
+        lean = LeanClient(base_url)
+        post, finish = lambda payload: lean.post(path, payload), lean.close
+    else:
+        client = httpx.Client(base_url=base_url, timeout=60)
+
+        def post(payload: bytes) -> tuple[int, dict[str, str]]:
+            response = client.post(path, content=payload, headers=JSON)
+            return response.status_code, dict(response.headers)
+
+        finish = client.close
+    try:
         for i in range(n + 20):
             began = time.perf_counter()
-            response = client.post(path, json=body(pairs[i % len(pairs)]))
+            status, headers = post(payloads[i % len(payloads)])
             elapsed = (time.perf_counter() - began) * 1000
-            response.raise_for_status()
+            if status != 200:
+                raise RuntimeError(f"request {i} answered {status}")
             if i < 20:  # the first few requests open the connection and fill caches
                 continue
-            inference = float(response.headers["x-inference-time"])
+            inference = float(headers["x-inference-time"])
             client_ms.append(elapsed)
             model_ms.append(inference)
             overhead_ms.append(elapsed - inference)
-            tokenize_ms.append(float(response.headers["x-tokenize-time"]))
-            queue_ms.append(float(response.headers["x-queue-time"]))
+            tokenize_ms.append(float(headers["x-tokenize-time"]))
+            queue_ms.append(float(headers["x-queue-time"]))
+    finally:
+        finish()
     return Overhead(
+        client_kind,
         n,
         *(round(statistics.median(v), 3) for v in (client_ms, model_ms, overhead_ms)),
         round(statistics.median(tokenize_ms), 3),
@@ -155,10 +210,14 @@ def measure_throughput(
     )
 
 
-def servers(batching_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    settings = " ".join(f"{key}={value}" for key, value in batching_env.items()) or "defaults"
-    yield f"batching ({settings})", batching_env
-    yield "no batching (POLYPROBE_INFERENCE_BATCH_SIZE=1)", {"POLYPROBE_INFERENCE_BATCH_SIZE": "1"}
+def servers(
+    batching_env: dict[str, str], baseline_env: dict[str, str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    def described(env: dict[str, str]) -> str:
+        return " ".join(f"{key}={value}" for key, value in env.items()) or "defaults"
+
+    yield f"batching ({described(batching_env)})", batching_env
+    yield f"baseline ({described(baseline_env)})", baseline_env
 
 
 def main() -> None:
@@ -166,7 +225,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model-repo", type=Path, default=ROOT / ".cache" / "bench-models")
-    parser.add_argument("--model", default="demo")
+    parser.add_argument("--model", default="pawsx-stilts")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument(
         "--long", action="store_true", help="128-token inputs instead of PAWS-X pairs"
@@ -182,10 +241,22 @@ def main() -> None:
         metavar="POLYPROBE_KEY=VALUE",
         help="a setting for the batching server (the runner passes no POLYPROBE_ variable through)",
     )
+    parser.add_argument(
+        "--baseline-setting",
+        action="append",
+        default=[],
+        metavar="POLYPROBE_KEY=VALUE",
+        help="a setting for the second server (default: POLYPROBE_INFERENCE_BATCH_SIZE=1, "
+        "no batching)",
+    )
     args = parser.parse_args()
-    if malformed := [s for s in args.batching_setting if "=" not in s]:
-        parser.error(f"--batching-setting takes POLYPROBE_KEY=VALUE, got {malformed}")
+    given = args.batching_setting + args.baseline_setting
+    if malformed := [s for s in given if "=" not in s]:
+        parser.error(f"settings take POLYPROBE_KEY=VALUE, got {malformed}")
     batching_env = dict(setting.split("=", 1) for setting in args.batching_setting)
+    baseline_env = dict(setting.split("=", 1) for setting in args.baseline_setting) or {
+        "POLYPROBE_INFERENCE_BATCH_SIZE": "1"
+    }
     args.model_repo.mkdir(parents=True, exist_ok=True)
     pairs = pawsx_pairs(args.data, args.long)
     path = f"/v1/models/{args.model}/predict"
@@ -196,12 +267,17 @@ def main() -> None:
         "load_average_before": os.getloadavg()[0],
         "throughput": [],
     }
-    for index, (label, env) in enumerate(servers(batching_env)):
+    for index, (label, env) in enumerate(servers(batching_env, baseline_env)):
         with serve(args.model_repo, env, startup_timeout=900) as server:
             if index == 0:  # the overhead is the batching server's
-                results["overhead"] = asdict(
-                    measure_overhead(server.base_url, path, pairs, args.overhead_requests)
-                )
+                results["overhead"] = [
+                    asdict(
+                        measure_overhead(
+                            server.base_url, path, pairs, args.overhead_requests, client_kind
+                        )
+                    )
+                    for client_kind in ("httpx", "lean")
+                ]
             results["throughput"].append(
                 asdict(
                     measure_throughput(

@@ -76,12 +76,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def intra_op_threads(settings: Settings, cores: int) -> int:
+    """Threads of one ONNX Runtime call: the batcher runs `inference_streams` calls at once
+    (the session is shared; ONNX Runtime allows concurrent runs), and they share the cores."""
+    return settings.intra_op_threads or max(1, cores // settings.inference_streams)
+
+
 def session_options(settings: Settings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # One batch runs at a time (the batcher's single worker), so all cores go to intra-op work.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = settings.intra_op_threads or available_cores()
+    options.intra_op_num_threads = intra_op_threads(settings, available_cores())
     options.inter_op_num_threads = 1
     return options
 

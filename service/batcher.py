@@ -4,8 +4,10 @@ Requests (each with one or many inputs) are tokenized on arrival, off the event 
 queued input has an exact token count. One worker per model forms each batch from the oldest
 waiting input plus the waiting inputs nearest to it in length, under a budget of *padded* tokens
 (batch size x longest input) and a maximum batch size, runs it in a thread and hands each row back
-to the request it came from, in the request's order. Prediction traffic always goes before probe
-traffic. The event loop only moves data between requests and the worker.
+to the request it came from, in the request's order. Up to POLYPROBE_INFERENCE_STREAMS batches run
+at once on the model's one session, a new batch formed whenever a stream comes free. Prediction
+traffic always goes before probe traffic. The event loop only moves data between requests and the
+worker.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
-import numpy as np
 from anyio import CapacityLimiter, to_thread
 from export.features import TextPair
 
@@ -179,7 +181,7 @@ class _Queued:
 
 
 class ModelEngine:
-    """The batcher of one loaded model: its queue, its worker and its one inference thread."""
+    """The batcher of one loaded model: its queue, its worker and its inference streams."""
 
     def __init__(
         self,
@@ -201,8 +203,11 @@ class ModelEngine:
         self._seq = 0
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        # One batch at a time: ONNX Runtime already spreads a batch over every core.
-        self._inference_thread = CapacityLimiter(1)
+        # Each stream is one batch running in its own thread on the shared session.
+        self._streams = settings.inference_streams
+        self._free_streams = asyncio.Semaphore(self._streams)
+        self._inference_threads = CapacityLimiter(self._streams)
+        self._running: set[asyncio.Task[Any]] = set()
         self._tokens_per_second = 0.0  # recent throughput, for Retry-After
         self._retiring = False
         labels = (model.name,)
@@ -246,12 +251,13 @@ class ModelEngine:
         await self.close()
 
     async def close(self) -> None:
-        """Stop the worker; whatever still waits is answered 503."""
+        """Stop the worker; batches already running finish, whatever still waits is answered 503."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        await asyncio.gather(*self._running, return_exceptions=True)
         for queue in self._queues.values():
             for request in {id(q.request): q.request for q in queue}.values():
                 self._fail(request, ModelUnavailable(f"model {self.model.name} is shutting down"))
@@ -276,18 +282,36 @@ class ModelEngine:
         began = time.perf_counter()
         timeout_ms = self._settings.request_timeout_ms if priority == Priority.PREDICT else 0
         deadline = began + timeout_ms / 1000 if timeout_ms else None
-        inputs = await to_thread.run_sync(self._encoder.encode, pairs)
+        ran: tuple[list[Prediction], float] | None = None
+        if priority == Priority.PREDICT and await self._claim_idle_stream():
+            run = self._start_on_claimed_stream(pairs)
+            self._in_flight.inc()
+            try:
+                await self._wait(run, deadline, timeout_ms, until_disconnected)
+            finally:
+                self._in_flight.dec()
+            inputs, ran = run.result()
+        else:
+            inputs = await to_thread.run_sync(self._encoder.encode, pairs)
         tokenized = time.perf_counter()
         self._metrics.tokenize_duration.labels(self.model.name, self.model.version).observe(
             tokenized - began
         )
         self._check_overlength(inputs)
+        if ran is not None:
+            predictions, seconds = ran
+            wait = self._metrics.queue_wait_duration.labels(self.model.name, priority.name.lower())
+            for _ in inputs:
+                wait.observe(0.0)
+            self._record_batch(inputs, seconds)
+            times = StageTimes(tokenized - began - seconds, 0.0, seconds, len(inputs))
+            return EngineResult(predictions, times)
         if deadline is not None and tokenized >= deadline:
             raise self._deadline_error(timeout_ms)
         request = self._admit(inputs, priority, StageTimes(tokenize_s=tokenized - began))
         self._in_flight.inc()
         try:
-            await self._wait(request, deadline, timeout_ms, until_disconnected)
+            await self._wait(request.done, deadline, timeout_ms, until_disconnected)
         finally:
             self._in_flight.dec()
             if not request.done.done() or request.done.cancelled():
@@ -295,14 +319,53 @@ class ModelEngine:
         results = [r for r in request.results if r is not None]
         return EngineResult(results, request.times)
 
+    async def _claim_idle_stream(self) -> bool:
+        """Take a free stream for a request that finds nothing queued (never waits)."""
+        idle = not self._retiring and self._worker is not None and not any(self._queues.values())
+        if not idle or self._free_streams.locked():
+            return False
+        await self._free_streams.acquire()  # free, so this returns at once
+        return True
+
+    def _start_on_claimed_stream(
+        self, pairs: Sequence[TextPair]
+    ) -> asyncio.Task[tuple[list[EncodedInput], tuple[list[Prediction], float] | None]]:
+        """Tokenize and, when the inputs make one batch, run them, in one thread hop instead of
+        two and without a trip through the queue: what an idle engine saves on every request.
+        The stream is released when the thread is done, even after its request gave up."""
+        run = asyncio.get_running_loop().create_task(
+            to_thread.run_sync(self._encode_then_run, pairs, limiter=self._inference_threads)
+        )
+        self._running.add(run)
+        run.add_done_callback(self._stream_done)
+        return run
+
+    def _encode_then_run(
+        self, pairs: Sequence[TextPair]
+    ) -> tuple[list[EncodedInput], tuple[list[Prediction], float] | None]:
+        inputs = self._encoder.encode(pairs)
+        lengths = [item.length for item in inputs]
+        one_batch = len(inputs) <= self._settings.inference_batch_size and (
+            batch_cost(lengths, self._multiple) <= self._max_tokens
+        )
+        refused = self._settings.on_overlength == "reject" and any(i.truncated for i in inputs)
+        if not one_batch or refused:
+            return inputs, None
+        order = sorted(range(len(inputs)), key=lambda i: lengths[i])
+        predictions, seconds = self._infer([inputs[i] for i in order])
+        in_request_order: list[Prediction] = [predictions[0]] * len(inputs)
+        for row, index in enumerate(order):
+            in_request_order[index] = predictions[row]
+        return inputs, (in_request_order, seconds)
+
     async def _wait(
         self,
-        request: _Request,
+        done: asyncio.Future[Any],
         deadline: float | None,
         timeout_ms: int,
         until_disconnected: Callable[[], Awaitable[None]] | None,
     ) -> None:
-        waiting: set[asyncio.Future[None]] = {request.done}
+        waiting: set[asyncio.Future[Any]] = {done}
         watcher = None
         if until_disconnected is not None:
             watcher = asyncio.ensure_future(until_disconnected())
@@ -313,8 +376,8 @@ class ModelEngine:
         finally:
             if watcher is not None:
                 watcher.cancel()
-        if request.done.done():
-            request.done.result()  # raises the worker's error, if any
+        if done.done():
+            done.result()  # raises the worker's error, if any
             return
         if watcher is not None and watcher.done():
             raise ClientClosedRequest("the client closed the connection before the answer")
@@ -382,7 +445,7 @@ class ModelEngine:
         tokens = sum(self._queued_tokens.values())
         if self._tokens_per_second <= 0:
             return 1
-        return max(1, math.ceil(tokens / self._tokens_per_second))
+        return max(1, math.ceil(tokens / (self._tokens_per_second * self._streams)))
 
     def _publish_queue(self) -> None:
         for priority, queue in self._queues.items():
@@ -408,16 +471,20 @@ class ModelEngine:
         idle = True
         wait_s = self._settings.batch_wait_ms / 1000
         while True:
+            # A batch is formed only when a stream is free to run it, from what waits by then.
+            await self._free_streams.acquire()
             queue = self._next_queue()
             if queue is None:
+                self._free_streams.release()
                 if self._retiring:
+                    await asyncio.gather(*self._running, return_exceptions=True)
                     return
                 idle = True
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Under load (the previous batch just ended and inputs wait), give a short batch a
-            # few ms to fill, counted from its oldest input's arrival; never when idle.
+            # Under load (a stream just came free and inputs wait), give a short batch a few ms
+            # to fill, counted from its oldest input's arrival; never when idle.
             if not idle and wait_s > 0:
                 fill_by = queue[0].request.enqueued + wait_s
                 while not self._is_full(queue) and (left := fill_by - time.perf_counter()) > 0:
@@ -428,9 +495,18 @@ class ModelEngine:
                         break
                 queue = self._next_queue()
                 if queue is None:
+                    self._free_streams.release()
                     continue
             idle = False
-            await self._run_batch(self._take(queue))
+            run = asyncio.get_running_loop().create_task(self._run_batch(self._take(queue)))
+            self._running.add(run)
+            run.add_done_callback(self._stream_done)
+
+    def _stream_done(self, run: asyncio.Task[Any]) -> None:
+        self._running.discard(run)
+        self._free_streams.release()
+        if not run.cancelled() and (error := run.exception()) is not None:
+            logger.error("batch runner of model %s failed", self.model.name, exc_info=error)
 
     def _take(self, queue: list[_Queued]) -> list[_Queued]:
         settings = self._settings
@@ -459,35 +535,16 @@ class ModelEngine:
                 started - queued.request.enqueued
             )
         inputs = [q.request.inputs[q.index] for q in batch]
-        lengths = [item.length for item in inputs]
-        padded = batch_cost(lengths, self._multiple)
-        metrics.batch_size.labels(name).observe(len(batch))
-        metrics.batch_tokens.labels(name).observe(padded)
-        metrics.padding_ratio.labels(name).observe(1 - sum(lengths) / padded)
         try:
-            logits, seconds = await to_thread.run_sync(
-                self._infer, inputs, limiter=self._inference_thread
-            )
-            predictions = to_predictions(
-                logits,
-                self.model.manifest.labels,
-                [item.truncated for item in inputs],
-                lengths,
+            predictions, seconds = await to_thread.run_sync(
+                self._infer, inputs, limiter=self._inference_threads
             )
         except Exception as exc:  # a failed batch fails its requests, not the worker
             logger.exception("batch of %d on model %s failed", len(batch), name)
             for request in {id(q.request): q.request for q in batch}.values():
                 self._fail(request, exc)
             return
-        metrics.inference_duration.labels(name, self.model.version).observe(seconds)
-        if seconds > 0:
-            rate = padded / seconds
-            self._tokens_per_second = rate if not self._tokens_per_second else (
-                0.8 * self._tokens_per_second + 0.2 * rate
-            )  # fmt: skip
-        truncated = sum(item.truncated for item in inputs)
-        if truncated:
-            metrics.truncated_inputs.labels(name).inc(truncated)
+        self._record_batch(inputs, seconds)
         touched: dict[int, _Request] = {}
         for queued, prediction in zip(batch, predictions, strict=True):
             request = queued.request
@@ -504,11 +561,32 @@ class ModelEngine:
             if request.remaining == 0 and not request.done.done():
                 request.done.set_result(None)
 
-    def _infer(self, inputs: Sequence[EncodedInput]) -> tuple[np.ndarray, float]:
+    def _record_batch(self, inputs: Sequence[EncodedInput], seconds: float) -> None:
+        name, metrics = self.model.name, self._metrics
+        lengths = [item.length for item in inputs]
+        if truncated := sum(item.truncated for item in inputs):
+            metrics.truncated_inputs.labels(name).inc(truncated)
+        padded = batch_cost(lengths, self._multiple)
+        metrics.batch_size.labels(name).observe(len(lengths))
+        metrics.batch_tokens.labels(name).observe(padded)
+        metrics.padding_ratio.labels(name).observe(1 - sum(lengths) / padded)
+        metrics.inference_duration.labels(name, self.model.version).observe(seconds)
+        if seconds > 0:
+            rate = padded / seconds
+            self._tokens_per_second = rate if not self._tokens_per_second else (
+                0.8 * self._tokens_per_second + 0.2 * rate
+            )  # fmt: skip
+
+    def _infer(self, inputs: Sequence[EncodedInput]) -> tuple[list[Prediction], float]:
+        """In the stream's thread: collate, run, and turn the logits into predictions."""
         feeds = self._encoder.collate(inputs)
         began = time.perf_counter()
         logits = self.model.backend.run(feeds)
-        return logits, time.perf_counter() - began
+        seconds = time.perf_counter() - began
+        labels = self.model.manifest.labels
+        truncated = [item.truncated for item in inputs]
+        lengths = [item.length for item in inputs]
+        return to_predictions(logits, labels, truncated, lengths), seconds
 
     @staticmethod
     def _fail(request: _Request, error: BaseException) -> None:

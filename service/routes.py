@@ -70,9 +70,7 @@ def _summary(request: Request, entry: ModelEntry) -> dict[str, Any]:
     responses=_ERRORS,
     summary="Classify texts or text pairs",
 )
-async def predict(
-    model: str, body: PredictRequest, request: Request, response: Response
-) -> PredictResponse:
+async def predict(model: str, body: PredictRequest, request: Request) -> Response:
     """Stage times (milliseconds) come back as x-tokenize-time, x-queue-time, x-inference-time,
     with x-batch-size the largest batch that carried one of the inputs."""
     state = _state(request)
@@ -87,9 +85,12 @@ async def predict(
             pass
 
     result = await state.engines.get(loaded).predict(pairs, until_disconnected=until_disconnected)
-    response.headers.update(result.times.headers())
-    return PredictResponse(
+    answer = PredictResponse(
         model=loaded.name, version=loaded.version, predictions=result.predictions
+    )
+    # Serialised here, once: returned as a model, FastAPI would validate it again first.
+    return Response(
+        answer.model_dump_json(), media_type="application/json", headers=result.times.headers()
     )
 
 

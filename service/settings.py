@@ -28,7 +28,19 @@ class Settings(BaseSettings):
         description="force a model variant; default: fp16 on CUDA, int8 on CPU if it passed parity, else fp32",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="ONNX Runtime intra-op threads; 0 lets it match the cores"
+        default=0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per batch; 0: the cores divided among the "
+        "inference streams",
+    )
+    inference_streams: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="batches of one model that run at once. On CPU each stream gets cores / "
+        "streams intra-op threads: small matrices parallelise poorly inside one call, so under "
+        "load 2 single-threaded streams on 2 cores beat 1 two-threaded one, while one input "
+        "alone runs on fewer cores (see bench/RESULTS.md)",
     )
     max_inputs_per_request: int = Field(default=64, ge=1)
     max_text_chars: int = Field(default=10_000, ge=1, description="per text, in code points")

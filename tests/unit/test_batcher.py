@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 
 from export.features import TextPair
+from service.backend import intra_op_threads
 from service.batcher import (
     Candidate,
     EngineResult,
@@ -371,3 +372,148 @@ def test_an_unset_token_budget_batches_at_most_512_padded_tokens_on_cpu() -> Non
 
     asyncio.run(main())
     assert [len(batch) for batch in backend.batches[1:]] == [5, 5, 2]  # 5 x 100 <= 512 < 6 x 100
+
+
+# -- inference streams -----------------------------------------------------------------------
+
+
+class ConcurrentBackend(RecordingBackend):
+    """Holds every batch until released, counting how many run at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release.clear()
+        self._lock = threading.Lock()
+        self.active = 0
+        self.most_at_once = 0
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        try:
+            return super().run(feeds)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+async def until_running(backend: ConcurrentBackend, count: int) -> None:
+    for _ in range(3000):
+        if backend.active >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} batches never ran at once (most: {backend.most_at_once})")
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_up_to_the_stream_count_of_batches_run_at_once(streams: int) -> None:
+    backend = ConcurrentBackend()
+
+    async def main() -> list[EngineResult]:
+        async with running_engine(
+            backend, inference_streams=streams, inference_batch_size=1
+        ) as engine:
+            requests = []
+            for word in ["a", "b b", "c c c", "d d d d"]:
+                requests.append(asyncio.create_task(engine.predict(texts(word))))
+                await asyncio.sleep(0)
+            await until_running(backend, streams)
+            await queued_inputs(engine, 4 - streams)  # the rest wait for a free stream
+            backend.release.set()
+            return list(await asyncio.gather(*requests))
+
+    results = asyncio.run(main())
+    assert backend.most_at_once == streams
+    assert [r.predictions[0].num_tokens for r in results] == [1, 2, 3, 4]
+
+
+def test_closing_lets_batches_running_on_other_streams_answer() -> None:
+    backend = ConcurrentBackend()
+
+    async def main() -> tuple[EngineResult, EngineResult]:
+        async with running_engine(backend, inference_streams=2, inference_batch_size=1) as engine:
+            first = asyncio.create_task(engine.predict(texts("a")))
+            second = asyncio.create_task(engine.predict(texts("b b")))
+            await until_running(backend, 2)
+            closing = asyncio.create_task(engine.close())
+            await asyncio.sleep(0.05)
+            assert not closing.done()  # it waits for both running batches
+            backend.release.set()
+            await closing
+            return await first, await second
+
+    first, second = asyncio.run(main())
+    assert [first.predictions[0].num_tokens, second.predictions[0].num_tokens] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("streams", "explicit", "cores", "threads"),
+    [(1, 0, 2, 2), (2, 0, 2, 1), (2, 0, 16, 8), (4, 0, 2, 1), (2, 3, 16, 3)],
+)
+def test_streams_share_the_cores_unless_threads_are_set(
+    streams: int, explicit: int, cores: int, threads: int
+) -> None:
+    settings = Settings(inference_streams=streams, intra_op_threads=explicit)
+    assert intra_op_threads(settings, cores) == threads
+
+
+# -- the idle fast path ----------------------------------------------------------------------
+
+
+def test_an_idle_engine_runs_a_request_at_once_in_request_order() -> None:
+    backend = RecordingBackend()
+
+    async def main() -> tuple[EngineResult, int]:
+        async with running_engine(backend) as engine:
+            result = await engine.predict(texts("c c c", "a", "b b"))
+            return result, engine._seq
+
+    result, queued_ever = asyncio.run(main())
+    assert queued_ever == 0  # never went through the queue
+    assert backend.batches == [[[2], [3, 3], [4, 4, 4]]]  # one batch, shortest first
+    assert [p.num_tokens for p in result.predictions] == [3, 1, 2]
+    assert (result.times.queue_s, result.times.batch_size) == (0.0, 3)
+    assert result.times.inference_s > 0
+
+
+def test_a_request_over_one_batch_goes_through_the_queue_even_when_idle() -> None:
+    backend = RecordingBackend()
+
+    async def main() -> EngineResult:
+        async with running_engine(backend, batch_max_tokens=4) as engine:
+            return await engine.predict(texts("a a", "b b", "c c"))
+
+    result = asyncio.run(main())
+    assert backend.batches == [[[2, 2], [3, 3]], [[4, 4]]]
+    assert [p.num_tokens for p in result.predictions] == [2, 2, 2]
+
+
+def test_probes_never_take_the_fast_path() -> None:
+    backend = RecordingBackend()
+
+    async def main() -> int:
+        async with running_engine(backend) as engine:
+            await engine.predict(texts("a"), Priority.PROBE)
+            return engine._seq
+
+    assert asyncio.run(main()) == 1
+
+
+def test_the_fast_path_keeps_the_deadline_and_frees_its_stream_after_a_stall() -> None:
+    backend = RecordingBackend()
+
+    async def main() -> EngineResult:
+        async with running_engine(backend, request_timeout_ms=50) as engine:
+            backend.release.clear()  # the session hangs
+            with pytest.raises(DeadlineExceeded, match="within 50 ms"):
+                await engine.predict(texts("a"))
+            backend.release.set()
+            for _ in range(3000):  # the stalled run ends and gives its stream back
+                if not engine._running:
+                    break
+                await asyncio.sleep(0.01)
+            return await engine.predict(texts("b b"))
+
+    assert [p.num_tokens for p in asyncio.run(main()).predictions] == [2]
+    assert backend.batches == [[[2]], [[3, 3]]]
