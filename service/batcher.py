@@ -282,32 +282,21 @@ class ModelEngine:
         began = time.perf_counter()
         timeout_ms = self._settings.request_timeout_ms if priority == Priority.PREDICT else 0
         deadline = began + timeout_ms / 1000 if timeout_ms else None
-        ran: tuple[list[Prediction], float] | None = None
-        if priority == Priority.PREDICT and await self._claim_idle_stream():
-            run = self._start_on_claimed_stream(pairs)
-            self._in_flight.inc()
-            try:
-                await self._wait(run, deadline, timeout_ms, until_disconnected)
-            finally:
-                self._in_flight.dec()
-            inputs, ran = run.result()
-        else:
-            inputs = await to_thread.run_sync(self._encoder.encode, pairs)
+        inputs = await to_thread.run_sync(self._encoder.encode, pairs)
         tokenized = time.perf_counter()
         self._metrics.tokenize_duration.labels(self.model.name, self.model.version).observe(
             tokenized - began
         )
         self._check_overlength(inputs)
-        if ran is not None:
-            predictions, seconds = ran
-            wait = self._metrics.queue_wait_duration.labels(self.model.name, priority.name.lower())
-            for _ in inputs:
-                wait.observe(0.0)
-            self._record_batch(inputs, seconds)
-            times = StageTimes(tokenized - began - seconds, 0.0, seconds, len(inputs))
-            return EngineResult(predictions, times)
         if deadline is not None and tokenized >= deadline:
             raise self._deadline_error(timeout_ms)
+        if (
+            priority == Priority.PREDICT
+            and self._fits_one_batch(inputs)
+            and await self._claim_idle_stream()
+        ):
+            tokenize_s = tokenized - began
+            return await self._run_now(inputs, tokenize_s, deadline, timeout_ms, until_disconnected)
         request = self._admit(inputs, priority, StageTimes(tokenize_s=tokenized - began))
         self._in_flight.inc()
         try:
@@ -319,6 +308,12 @@ class ModelEngine:
         results = [r for r in request.results if r is not None]
         return EngineResult(results, request.times)
 
+    def _fits_one_batch(self, inputs: Sequence[EncodedInput]) -> bool:
+        lengths = [item.length for item in inputs]
+        return len(inputs) <= self._settings.inference_batch_size and (
+            batch_cost(lengths, self._multiple) <= self._max_tokens
+        )
+
     async def _claim_idle_stream(self) -> bool:
         """Take a free stream for a request that finds nothing queued (never waits)."""
         idle = not self._retiring and self._worker is not None and not any(self._queues.values())
@@ -327,36 +322,41 @@ class ModelEngine:
         await self._free_streams.acquire()  # free, so this returns at once
         return True
 
-    def _start_on_claimed_stream(
-        self, pairs: Sequence[TextPair]
-    ) -> asyncio.Task[tuple[list[EncodedInput], tuple[list[Prediction], float] | None]]:
-        """Tokenize and, when the inputs make one batch, run them, in one thread hop instead of
-        two and without a trip through the queue: what an idle engine saves on every request.
-        The stream is released when the thread is done, even after its request gave up."""
+    async def _run_now(
+        self,
+        inputs: list[EncodedInput],
+        tokenize_s: float,
+        deadline: float | None,
+        timeout_ms: int,
+        until_disconnected: Callable[[], Awaitable[None]] | None,
+    ) -> EngineResult:
+        """Run a request that found the engine idle as one batch on the stream it claimed,
+        straight from the request: no trip through the queue and the worker. The stream is
+        released when the thread is done, even after the request gave up waiting."""
+        order = sorted(range(len(inputs)), key=lambda i: inputs[i].length)
         run = asyncio.get_running_loop().create_task(
-            to_thread.run_sync(self._encode_then_run, pairs, limiter=self._inference_threads)
+            to_thread.run_sync(
+                self._infer, [inputs[i] for i in order], limiter=self._inference_threads
+            )
         )
         self._running.add(run)
         run.add_done_callback(self._stream_done)
-        return run
-
-    def _encode_then_run(
-        self, pairs: Sequence[TextPair]
-    ) -> tuple[list[EncodedInput], tuple[list[Prediction], float] | None]:
-        inputs = self._encoder.encode(pairs)
-        lengths = [item.length for item in inputs]
-        one_batch = len(inputs) <= self._settings.inference_batch_size and (
-            batch_cost(lengths, self._multiple) <= self._max_tokens
-        )
-        refused = self._settings.on_overlength == "reject" and any(i.truncated for i in inputs)
-        if not one_batch or refused:
-            return inputs, None
-        order = sorted(range(len(inputs)), key=lambda i: lengths[i])
-        predictions, seconds = self._infer([inputs[i] for i in order])
-        in_request_order: list[Prediction] = [predictions[0]] * len(inputs)
+        self._in_flight.inc()
+        try:
+            await self._wait(run, deadline, timeout_ms, until_disconnected)
+        finally:
+            self._in_flight.dec()
+        sorted_predictions, seconds = run.result()
+        predictions = [sorted_predictions[0]] * len(inputs)
         for row, index in enumerate(order):
-            in_request_order[index] = predictions[row]
-        return inputs, (in_request_order, seconds)
+            predictions[index] = sorted_predictions[row]
+        wait = self._metrics.queue_wait_duration.labels(
+            self.model.name, Priority.PREDICT.name.lower()
+        )
+        for _ in inputs:
+            wait.observe(0.0)
+        self._record_batch(inputs, seconds)
+        return EngineResult(predictions, StageTimes(tokenize_s, 0.0, seconds, len(inputs)))
 
     async def _wait(
         self,
