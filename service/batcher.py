@@ -210,12 +210,20 @@ class ModelEngine:
         self._running: set[asyncio.Task[Any]] = set()
         self._tokens_per_second = 0.0  # recent throughput, for Retry-After
         self._retiring = False
-        labels = (model.name,)
-        self._queue_depth = {
-            p: metrics.queue_depth.labels(model.name, p.name.lower()) for p in Priority
+        # Every series this engine writes, looked up once: `labels()` locks and hashes per call.
+        name, version = model.name, model.version
+        self._queue_depth = {p: metrics.queue_depth.labels(name, p.name.lower()) for p in Priority}
+        self._queue_wait = {
+            p: metrics.queue_wait_duration.labels(name, p.name.lower()) for p in Priority
         }
-        self._queue_tokens = metrics.queue_tokens.labels(*labels)
-        self._in_flight = metrics.in_flight_requests.labels(*labels)
+        self._queue_tokens = metrics.queue_tokens.labels(name)
+        self._in_flight = metrics.in_flight_requests.labels(name)
+        self._tokenize_duration = metrics.tokenize_duration.labels(name, version)
+        self._inference_duration = metrics.inference_duration.labels(name, version)
+        self._batch_size = metrics.batch_size.labels(name)
+        self._batch_tokens = metrics.batch_tokens.labels(name)
+        self._padding_ratio = metrics.padding_ratio.labels(name)
+        self._truncated_inputs = metrics.truncated_inputs.labels(name)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -284,9 +292,7 @@ class ModelEngine:
         deadline = began + timeout_ms / 1000 if timeout_ms else None
         inputs = await to_thread.run_sync(self._encoder.encode, pairs)
         tokenized = time.perf_counter()
-        self._metrics.tokenize_duration.labels(self.model.name, self.model.version).observe(
-            tokenized - began
-        )
+        self._tokenize_duration.observe(tokenized - began)
         self._check_overlength(inputs)
         if deadline is not None and tokenized >= deadline:
             raise self._deadline_error(timeout_ms)
@@ -350,11 +356,8 @@ class ModelEngine:
         predictions = [sorted_predictions[0]] * len(inputs)
         for row, index in enumerate(order):
             predictions[index] = sorted_predictions[row]
-        wait = self._metrics.queue_wait_duration.labels(
-            self.model.name, Priority.PREDICT.name.lower()
-        )
         for _ in inputs:
-            wait.observe(0.0)
+            self._queue_wait[Priority.PREDICT].observe(0.0)
         self._record_batch(inputs, seconds)
         return EngineResult(predictions, StageTimes(tokenize_s, 0.0, seconds, len(inputs)))
 
@@ -527,13 +530,11 @@ class ModelEngine:
         return batch
 
     async def _run_batch(self, batch: list[_Queued]) -> None:
-        name, metrics = self.model.name, self._metrics
+        name = self.model.name
         started = time.perf_counter()
-        priority = batch[0].request.priority.name.lower()
+        queue_wait = self._queue_wait[batch[0].request.priority]
         for queued in batch:
-            metrics.queue_wait_duration.labels(name, priority).observe(
-                started - queued.request.enqueued
-            )
+            queue_wait.observe(started - queued.request.enqueued)
         inputs = [q.request.inputs[q.index] for q in batch]
         try:
             predictions, seconds = await to_thread.run_sync(
@@ -562,15 +563,14 @@ class ModelEngine:
                 request.done.set_result(None)
 
     def _record_batch(self, inputs: Sequence[EncodedInput], seconds: float) -> None:
-        name, metrics = self.model.name, self._metrics
         lengths = [item.length for item in inputs]
         if truncated := sum(item.truncated for item in inputs):
-            metrics.truncated_inputs.labels(name).inc(truncated)
+            self._truncated_inputs.inc(truncated)
         padded = batch_cost(lengths, self._multiple)
-        metrics.batch_size.labels(name).observe(len(lengths))
-        metrics.batch_tokens.labels(name).observe(padded)
-        metrics.padding_ratio.labels(name).observe(1 - sum(lengths) / padded)
-        metrics.inference_duration.labels(name, self.model.version).observe(seconds)
+        self._batch_size.observe(len(lengths))
+        self._batch_tokens.observe(padded)
+        self._padding_ratio.observe(1 - sum(lengths) / padded)
+        self._inference_duration.observe(seconds)
         if seconds > 0:
             rate = padded / seconds
             self._tokens_per_second = rate if not self._tokens_per_second else (
