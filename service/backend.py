@@ -123,15 +123,17 @@ class OnnxRuntimeBackend:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self._provider == CUDA:
-            return self._run_bound(feeds)
+            return self.run_bound(feeds, "cuda")
         (logits,) = self._session.run([self._output_name], feeds)
         return np.asarray(logits, dtype=np.float32)
 
-    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run_bound(self, feeds: dict[str, np.ndarray], output_device: str) -> np.ndarray:
+        """One run through IO binding, the output left on `output_device` until one copy back.
+        Serving uses it on CUDA; on "cpu" the same path runs (and is tested) without a GPU."""
         binding = self._session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output(self._output_name, "cuda")
+        binding.bind_output(self._output_name, output_device)
         self._session.run_with_iobinding(binding)
         (logits,) = binding.copy_outputs_to_cpu()
         return np.asarray(logits, dtype=np.float32)

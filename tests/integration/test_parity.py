@@ -58,3 +58,19 @@ def test_served_tokenizer_matches_the_checkpoint_tokenizer(
     for text, text_pair in builtin_sample().pairs[:-1]:
         expected = reference(text, text_pair)["input_ids"]
         assert served.encode([(text, text_pair)]).feeds["input_ids"][0].tolist() == expected
+
+
+def test_the_io_binding_path_computes_what_a_plain_run_does(demo_bundle: Path) -> None:
+    """Serving on CUDA runs every batch through IO binding; bound to the CPU here, the same code
+    path runs without a GPU and must give the plain run's logits, batch padding included."""
+    served = load_model(
+        ModelLocation("demo", "1", demo_bundle),
+        Settings(model_repo=demo_bundle, device="cpu"),
+        OnnxRuntimeBackend,
+    )
+    assert isinstance(served.backend, OnnxRuntimeBackend)
+    pairs = [*builtin_sample().pairs, ("Hallo Welt", None)]
+    feeds = served.tokenizer.encode(pairs).feeds
+    bound = served.backend.run_bound(feeds, "cpu")
+    assert bound.dtype == np.float32
+    np.testing.assert_array_equal(bound, served.backend.run(feeds))
