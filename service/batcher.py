@@ -359,7 +359,8 @@ class ModelEngine:
         for _ in inputs:
             self._queue_wait[Priority.PREDICT].observe(0.0)
         self._record_batch(inputs, seconds)
-        return EngineResult(predictions, StageTimes(tokenize_s, 0.0, seconds, len(inputs)))
+        times = StageTimes(tokenize_s=tokenize_s, inference_s=seconds, batch_size=len(inputs))
+        return EngineResult(predictions, times)
 
     async def _wait(
         self,
@@ -509,7 +510,7 @@ class ModelEngine:
         self._running.discard(run)
         self._free_streams.release()
         if not run.cancelled() and (error := run.exception()) is not None:
-            logger.error("batch runner of model %s failed", self.model.name, exc_info=error)
+            logger.error("inference on model %s failed", self.model.name, exc_info=error)
 
     def _take(self, queue: list[_Queued]) -> list[_Queued]:
         settings = self._settings
