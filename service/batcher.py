@@ -292,7 +292,8 @@ class ModelEngine:
         deadline = began + timeout_ms / 1000 if timeout_ms else None
         inputs = await to_thread.run_sync(self._encoder.encode, pairs)
         tokenized = time.perf_counter()
-        self._tokenize_duration.observe(tokenized - began)
+        tokenize_s = tokenized - began
+        self._tokenize_duration.observe(tokenize_s)
         self._check_overlength(inputs)
         if deadline is not None and tokenized >= deadline:
             raise self._deadline_error(timeout_ms)
@@ -301,9 +302,8 @@ class ModelEngine:
             and self._fits_one_batch(inputs)
             and await self._claim_idle_stream()
         ):
-            tokenize_s = tokenized - began
             return await self._run_now(inputs, tokenize_s, deadline, timeout_ms, until_disconnected)
-        request = self._admit(inputs, priority, StageTimes(tokenize_s=tokenized - began))
+        request = self._admit(inputs, priority, StageTimes(tokenize_s=tokenize_s))
         self._in_flight.inc()
         try:
             await self._wait(request.done, deadline, timeout_ms, until_disconnected)
@@ -353,9 +353,8 @@ class ModelEngine:
         finally:
             self._in_flight.dec()
         sorted_predictions, seconds = run.result()
-        predictions = [sorted_predictions[0]] * len(inputs)
-        for row, index in enumerate(order):
-            predictions[index] = sorted_predictions[row]
+        by_index = dict(zip(order, sorted_predictions, strict=True))
+        predictions = [by_index[index] for index in range(len(inputs))]
         for _ in inputs:
             self._queue_wait[Priority.PREDICT].observe(0.0)
         self._record_batch(inputs, seconds)
